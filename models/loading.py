@@ -1,0 +1,126 @@
+"""Reading safetensors files and loading them into modules without silent gaps.
+
+Every component loads through `load_strict`: a missing, unexpected or mis-shaped key
+is an error that names the key, so a renamed layer can never leave random weights in
+place. The only tolerated gaps are the ones a caller lists explicitly.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file does not match the module it is loaded into."""
+
+
+def read_safetensors(path: str | Path, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Tensors of `path` whose names start with `prefix`, with the prefix removed."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    out: dict[str, torch.Tensor] = {}
+    with safe_open(str(path), framework="pt") as f:
+        for name in f.keys():
+            if name.startswith(prefix):
+                out[name[len(prefix):]] = f.get_tensor(name)
+    if not out:
+        raise CheckpointError(f"{path.name} holds no tensor named {prefix!r}*")
+    return out
+
+
+def load_strict(
+    module: nn.Module,
+    state: dict[str, torch.Tensor],
+    what: str,
+    allowed_missing: Iterable[str] = (),
+) -> None:
+    """Copy `state` into `module`, casting to the module's dtypes.
+
+    Raises CheckpointError naming every missing key (except `allowed_missing`),
+    every unexpected key and every shape mismatch.
+    """
+    own = module.state_dict()
+    allowed = set(allowed_missing)
+    missing = sorted(k for k in own if k not in state and k not in allowed)
+    unexpected = sorted(k for k in state if k not in own)
+    wrong_shape = sorted(
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in state
+        if k in own and tuple(state[k].shape) != tuple(own[k].shape)
+    )
+    problems = []
+    if missing:
+        problems.append("missing keys: " + ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else ""))
+    if unexpected:
+        problems.append("unexpected keys: " + ", ".join(unexpected[:20]) + (" ..." if len(unexpected) > 20 else ""))
+    if wrong_shape:
+        problems.append("shape mismatch: " + "; ".join(wrong_shape[:20]))
+    if problems:
+        raise CheckpointError(f"{what}: " + " | ".join(problems))
+    cast = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in state.items()}
+    module.load_state_dict(cast, strict=False)
+
+
+# --- component loaders -------------------------------------------------------------
+# Each takes the folder of a local checkpoint (the layout of ResembleAI/chatterbox).
+# Constructors never touch files or the network; these functions are the only place
+# that reads weights. Device and dtype are chosen here, once.
+
+VE_FILE = "ve.safetensors"
+T3_FILE = "t3_cfg.safetensors"
+S3GEN_FILE = "s3gen.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+CONDS_FILE = "conds.pt"
+
+# Buffers that the released s3gen.safetensors does not store; the module computes them.
+S3GEN_TOLERATED_MISSING = ("tokenizer._mel_filters", "tokenizer.window")
+
+
+def load_text_tokenizer(ckpt_dir: str | Path):
+    from .text_tokenizer import TextTokenizer
+
+    return TextTokenizer.from_file(Path(ckpt_dir) / TOKENIZER_FILE)
+
+
+def load_voice_encoder(ckpt_dir: str | Path, device: str | torch.device = "cpu"):
+    from .voice_encoder import VoiceEncoder, VoiceEncoderConfig
+
+    model = VoiceEncoder(VoiceEncoderConfig())
+    load_strict(model, read_safetensors(Path(ckpt_dir) / VE_FILE), VE_FILE)
+    return model.to(device).eval()
+
+
+def load_t3(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+):
+    """T3 from a checkpoint folder or a single T3 safetensors file (fine-tunes ship only this)."""
+    from .t3 import T3, T3Config
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / T3_FILE
+    state = read_safetensors(path)
+    if "text_emb.weight" not in state:
+        raise CheckpointError(f"{path.name}: no text_emb.weight; is this a T3 checkpoint?")
+    # Fine-tunes may extend the text vocabulary: read its size from the file.
+    config = T3Config(text_tokens_dict_size=state["text_emb.weight"].shape[0])
+    model = T3(config)
+    load_strict(model, state, path.name)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def load_s3gen(ckpt_dir: str | Path, device: str | torch.device = "cpu"):
+    from .s3gen.s3gen import S3Gen
+
+    model = S3Gen()
+    load_strict(model, read_safetensors(Path(ckpt_dir) / S3GEN_FILE), S3GEN_FILE,
+                allowed_missing=S3GEN_TOLERATED_MISSING)
+    model.fold_weight_norm()
+    return model.to(device).eval()

@@ -1,0 +1,51 @@
+"""Shared fixtures: the parity kit beside the checkout and a fake full-size checkpoint.
+
+The fake checkpoint (same files, keys and shapes as the released model) is written once
+into a cache folder keyed by the generator's hash, so later test sessions reuse it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PARITY = Path(os.environ.get("CHATTERBOX_PARITY_DIR", REPO.parent / "shared" / "parity"))
+GOLDEN = PARITY / "golden"
+CKPT_FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt")
+
+
+def fake_checkpoint_dir() -> Path:
+    """Folder holding the fake checkpoint; made on first use (~30 s, ~4 GB RAM)."""
+    script = PARITY / "make_checkpoint.py"
+    digest = hashlib.sha256(script.read_bytes()).hexdigest()[:12]
+    root = Path(os.environ.get("CHATTERBOX_TEST_CACHE", Path(tempfile.gettempdir()) / "chatterbox-test-cache"))
+    out = root / f"fake-ckpt-{digest}"
+    if all((out / f).is_file() for f in CKPT_FILES):
+        return out
+    tmp = root / f"fake-ckpt-{digest}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    subprocess.run([sys.executable, str(script), str(tmp), "--seed", "0"], check=True)
+    shutil.copy(PARITY / "conds.pt", tmp / "conds.pt")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def parity_dir() -> Path:
+    if not PARITY.is_dir():
+        pytest.fail(f"parity kit not found at {PARITY} (set CHATTERBOX_PARITY_DIR)")
+    return PARITY
+
+
+@pytest.fixture(scope="session")
+def fake_ckpt(parity_dir) -> Path:
+    return fake_checkpoint_dir()
