@@ -27,14 +27,14 @@ if str(REPO) not in sys.path:
 STAGES: dict[str, tuple[str, str, str]] = {
     "a": ("partial_embeds", "tools.replay_frontend:replay_voice_encoder", "voice encoder"),
     "b": ("token_strings", "tools.replay_frontend:replay_text", "text front-end"),
-    "c": ("t3_prompt_log_mel", "tools.replay_s3gen:replay_s3_tokenizer", "S3 tokenizer"),
-    "d": ("campplus_fbank", "tools.replay_s3gen:replay_reference_embedding", "S3Gen reference"),
+    "c": ("t3_prompt_log_mel", "tools.replay_reference:replay_s3_tokenizer", "S3 tokenizer"),
+    "d": ("campplus_fbank", "tools.replay_reference:replay_reference_embedding", "S3Gen reference"),
     "e": ("perceiver_out", "tools.replay_t3:replay_conditioning", "T3 conditioning"),
     "f": ("speech_logits", "tools.replay_t3:replay_teacher_forced", "T3 teacher forced"),
     "g": ("cfg_logits", "tools.replay_t3:replay_greedy", "T3 greedy decode"),
-    "h": ("estimator_out_step0", "tools.replay_s3gen:replay_flow", "S3Gen flow"),
-    "i": ("conv_post_out", "tools.replay_s3gen:replay_hift", "HiFT vocoder"),
-    "j": ("t3_tokens_raw", "tools.replay_s3gen:replay_e2e", "end to end"),
+    "h": ("estimator_out_step0", "tools.replay_flow:replay_flow", "S3Gen flow"),
+    "i": ("conv_post_out", "tools.replay_hift:replay_hift", "HiFT vocoder"),
+    "j": ("t3_tokens_raw", "tools.replay_e2e:replay_e2e", "end to end"),
 }
 
 
