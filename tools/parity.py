@@ -38,6 +38,15 @@ STAGES: dict[str, tuple[str, str, str]] = {
 }
 
 
+# S3Gen submodule name (= key prefix in s3gen.safetensors) -> class built with its defaults
+S3GEN_PARTS = {
+    "tokenizer": ("models.s3gen.tokenizer", "S3Tokenizer"),
+    "speaker_encoder": ("models.s3gen.campplus", "CAMPPlus"),
+    "flow": ("models.s3gen.flow", "Flow"),
+    "mel2wav": ("models.s3gen.hift", "HiFTGenerator"),
+}
+
+
 class StageNotImplemented(Exception):
     """Raised by a replay function for a stage (or part) we do not implement yet."""
 
@@ -96,6 +105,7 @@ class Context:
 
     def __init__(self, checkpoint: Path):
         self.checkpoint = Path(checkpoint)
+        self._parts: dict[str, object] = {}
 
     @cached_property
     def text_tokenizer(self):
@@ -116,6 +126,26 @@ class Context:
     def s3gen(self):
         from models.loading import load_s3gen
         return load_s3gen(self.checkpoint)
+
+    def s3gen_part(self, name: str):
+        """One S3Gen submodule (`tokenizer`, `speaker_encoder`, `flow`, `mel2wav`).
+
+        Taken from the whole S3Gen when that is loaded already; otherwise only that
+        part's tensors are read, so a single stage replays without the rest.
+        """
+        if "s3gen" in self.__dict__:
+            return getattr(self.s3gen, name)
+        if name not in self._parts:
+            from models.loading import S3GEN_FILE, S3GEN_TOLERATED_MISSING, load_strict, read_safetensors
+            module_name, class_name = S3GEN_PARTS[name]
+            part = getattr(importlib.import_module(module_name), class_name)()
+            allowed = [k[len(name) + 1:] for k in S3GEN_TOLERATED_MISSING if k.startswith(name + ".")]
+            state = read_safetensors(self.checkpoint / S3GEN_FILE, prefix=name + ".")
+            load_strict(part, state, f"{S3GEN_FILE} [{name}]", allowed_missing=allowed)
+            if hasattr(part, "fold_weight_norm"):
+                part.fold_weight_norm()
+            self._parts[name] = part.eval()
+        return self._parts[name]
 
 
 def detect_stage(data: np.lib.npyio.NpzFile) -> str | None:
