@@ -165,13 +165,13 @@ def replay_file(path: Path, ctx: Context, report: Report) -> None:
     _, target, title = STAGES[letter]
     module_name, func_name = target.split(":")
     try:
-        func = getattr(importlib.import_module(module_name), func_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:  # a broken import inside existing code is a failure
-            raise
-        report.skip(f"{letter} {title}", "not implemented")
-        return
-    try:
+        try:
+            func = getattr(importlib.import_module(module_name), func_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:  # a broken import inside existing code is a failure
+                raise
+            report.skip(f"{letter} {title}", "not implemented")
+            return
         func(data, ctx, report)
     except StageNotImplemented as exc:
         report.skip(f"{letter} {title}", f"not implemented: {exc}")
