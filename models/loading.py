@@ -6,6 +6,8 @@ place. The only tolerated gaps are the ones a caller lists explicitly.
 """
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -124,3 +126,81 @@ def load_s3gen(ckpt_dir: str | Path, device: str | torch.device = "cpu"):
                 allowed_missing=S3GEN_TOLERATED_MISSING)
     model.fold_weight_norm()
     return model.to(device).eval()
+
+
+# --- the Hugging Face Hub -----------------------------------------------------------
+# The only network access of the project. huggingface_hub itself honours HF_HUB_OFFLINE
+# (then only its local cache is read) and HF_TOKEN (gated repositories).
+
+BASE_REPO_ID = "ResembleAI/chatterbox"
+BASE_FILES = (VE_FILE, T3_FILE, S3GEN_FILE, TOKENIZER_FILE, CONDS_FILE)
+
+
+class WeightsUnavailable(RuntimeError):
+    """The checkpoint could not be fetched; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's T3 weights live; everything else comes from the base repository."""
+
+    label: str
+    repo_id: str
+    t3_files: tuple[str, ...] = (T3_FILE,)  # tried in order
+    gated: bool = False
+
+
+MODEL_SOURCES: dict[str, ModelSource] = {
+    "english": ModelSource("Chatterbox (English)", BASE_REPO_ID),
+    # Only T3 was fine-tuned; the repository renamed its file once, so both names are tried.
+    "german": ModelSource("Kartoffelbox (German)", "SebastianBodza/Kartoffelbox-v0.1",
+                          t3_files=(T3_FILE, "t3_kartoffelbox.safetensors"), gated=True),
+}
+
+
+def _hub_token() -> str | None:
+    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
+
+
+def hub_download(repo_id: str, filename: str) -> Path:
+    """One file from the Hub (or its local cache), with errors a user can act on."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError)
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, token=_hub_token()))
+    except GatedRepoError as exc:
+        raise WeightsUnavailable(
+            f"{repo_id} is gated: accept its licence on huggingface.co and set HF_TOKEN to a token "
+            f"with access ({exc.__class__.__name__})") from exc
+    except LocalEntryNotFoundError as exc:  # (a subclass of EntryNotFoundError)
+        raise WeightsUnavailable(
+            f"{repo_id}/{filename} is not in the local Hugging Face cache and cannot be downloaded "
+            f"(offline or HF_HUB_OFFLINE=1). Download it once online, or pass a local folder "
+            f"with --checkpoint") from exc
+    except EntryNotFoundError:
+        raise
+    except RepositoryNotFoundError as exc:
+        raise WeightsUnavailable(f"{repo_id} was not found on the Hub (or needs HF_TOKEN)") from exc
+
+
+def fetch_base_checkpoint(repo_id: str = BASE_REPO_ID) -> Path:
+    """Download the five base files; returns the snapshot folder holding them."""
+    paths = [hub_download(repo_id, name) for name in BASE_FILES]
+    return paths[0].parent
+
+
+def fetch_t3_weights(source: ModelSource) -> Path:
+    """Path of the T3 safetensors file of `source`, trying its known file names in order."""
+    from huggingface_hub.errors import EntryNotFoundError
+
+    first_error: WeightsUnavailable | None = None
+    for name in source.t3_files:
+        try:
+            return hub_download(source.repo_id, name)
+        except EntryNotFoundError:
+            continue
+        except WeightsUnavailable as exc:  # e.g. offline with only the other name cached
+            first_error = first_error or exc
+    raise first_error or WeightsUnavailable(f"{source.repo_id} holds none of {', '.join(source.t3_files)}")

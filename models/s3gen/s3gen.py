@@ -1,0 +1,93 @@
+"""S3Gen: speech tokens + a reference voice -> 24 kHz waveform.
+
+Owns the four checkpoint parts under their key prefixes in s3gen.safetensors:
+`tokenizer` (S3 speech tokenizer), `speaker_encoder` (CAMPPlus x-vector), `flow`
+(conformer encoder + flow-matching decoder -> mel) and `mel2wav` (HiFT vocoder).
+The reference voice is embedded once (`embed_ref`) into an immutable
+`ReferenceEmbedding`; synthesis never mutates the module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .campplus import CAMPPlus
+from .flow import Flow
+from .hift import HiFTGenerator, apply_fade_in
+from .mel import s3gen_mel
+from .tokenizer import S3Tokenizer
+from ..audio import resample
+
+S3GEN_SR = 24_000          # output and prompt-mel sample rate (Hz)
+S3_SR = 16_000             # tokenizer and CAMPPlus sample rate (Hz)
+MAX_REF_SECONDS = 10       # the reference prompt S3Gen conditions on
+DEC_COND_LEN = MAX_REF_SECONDS * S3GEN_SR
+MEL_FRAMES_PER_TOKEN = 2   # 25 Hz tokens, 50 Hz mel
+SAMPLES_PER_TOKEN = 960    # 40 ms at 24 kHz
+
+
+@dataclass(frozen=True)
+class ReferenceEmbedding:
+    """What S3Gen keeps of a reference voice (the reference's `gen` dict)."""
+
+    prompt_token: torch.Tensor  # (Tp,) int64 S3 tokens of the reference
+    prompt_feat: torch.Tensor   # (Tm, 80) 24 kHz log-mel of the reference, Tm = 2*Tp normally
+    embedding: torch.Tensor     # (192,) CAMPPlus x-vector (not normalised)
+
+    def to(self, device: torch.device | str) -> "ReferenceEmbedding":
+        return ReferenceEmbedding(self.prompt_token.to(device), self.prompt_feat.to(device), self.embedding.to(device))
+
+
+class S3Gen(nn.Module):
+    """Token-to-waveform decoder with its reference-voice front-end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokenizer = S3Tokenizer()
+        self.speaker_encoder = CAMPPlus()
+        self.flow = Flow()
+        self.mel2wav = HiFTGenerator()
+
+    @property
+    def device(self) -> torch.device:
+        return self.flow.input_embedding.weight.device
+
+    def fold_weight_norm(self) -> None:
+        """Replace weight-norm parametrisations by their effective weights (faster, same output)."""
+        self.mel2wav.fold_weight_norm()
+
+    @torch.inference_mode()
+    def embed_ref(self, wav24: np.ndarray) -> ReferenceEmbedding:
+        """Embed up to the first 10 s of a 24 kHz mono reference clip."""
+        wav24 = np.asarray(wav24, dtype=np.float32)[:DEC_COND_LEN]
+        wav16 = resample(wav24, S3GEN_SR, S3_SR)
+        x24 = torch.from_numpy(wav24).to(self.device)
+        x16 = torch.from_numpy(wav16).to(self.device)
+        prompt_feat = s3gen_mel(x24)
+        embedding = self.speaker_encoder.embed(x16)
+        prompt_token = self.tokenizer.tokenize(x16)
+        # The mel must be exactly twice as long as the tokens; the reference only ever
+        # shortens the tokens to fit (a shorter token list is left as it is).
+        n_fit = prompt_feat.shape[0] // MEL_FRAMES_PER_TOKEN
+        if prompt_token.shape[0] > n_fit:
+            prompt_token = prompt_token[:n_fit]
+        return ReferenceEmbedding(prompt_token, prompt_feat, embedding)
+
+    @torch.inference_mode()
+    def inference(
+        self,
+        speech_tokens: torch.Tensor,
+        ref: ReferenceEmbedding,
+        generator: torch.Generator | None = None,
+        n_timesteps: int = 10,
+    ) -> torch.Tensor:
+        """Speech tokens (N,) -> waveform (960*N,) at 24 kHz, faded in over the first 40 ms."""
+        if speech_tokens.numel() == 0:
+            raise ValueError("no speech tokens to decode")
+        mel = self.flow.inference(speech_tokens.to(self.device), ref.prompt_token, ref.prompt_feat,
+                                  ref.embedding, generator=generator, n_timesteps=n_timesteps)
+        wav = self.mel2wav.inference(mel, generator=generator)
+        return apply_fade_in(wav)
