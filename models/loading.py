@@ -204,3 +204,24 @@ def fetch_t3_weights(source: ModelSource) -> Path:
         except WeightsUnavailable as exc:  # e.g. offline with only the other name cached
             first_error = first_error or exc
     raise first_error or WeightsUnavailable(f"{source.repo_id} holds none of {', '.join(source.t3_files)}")
+
+
+def resolve_t3_file(path: str | Path) -> Path:
+    """A local T3 file, or the T3 file inside a folder (either known name)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    for name in MODEL_SOURCES["german"].t3_files:
+        if (path / name).is_file():
+            return path / name
+    raise WeightsUnavailable(f"no T3 weights at {path} (looked for {', '.join(MODEL_SOURCES['german'].t3_files)})")
+
+
+def looks_untrained(ckpt_dir: str | Path) -> bool:
+    """True for a checkpoint whose voice encoder still holds its initial similarity scale
+    (w = 10, b = -5), as the parity kit's fake checkpoint does; training moves both."""
+    try:
+        state = read_safetensors(Path(ckpt_dir) / VE_FILE, prefix="similarity_")
+    except CheckpointError:
+        return False
+    return float(state["weight"].reshape(-1)[0]) == 10.0 and float(state["bias"].reshape(-1)[0]) == -5.0

@@ -49,3 +49,17 @@ def parity_dir() -> Path:
 @pytest.fixture(scope="session")
 def fake_ckpt(parity_dir) -> Path:
     return fake_checkpoint_dir()
+
+
+REAL_VOICES = REPO / "assets" / "voices"
+
+
+@pytest.fixture(scope="session")
+def pipeline(fake_ckpt):
+    """The whole TTS pipeline on the fake checkpoint, loaded once (~3.2 GB)."""
+    import torch
+
+    from models.tts import ChatterboxTTS
+
+    torch.set_grad_enabled(False)
+    return ChatterboxTTS.from_local(fake_ckpt, device="cpu")

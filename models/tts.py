@@ -1,0 +1,273 @@
+"""The text-to-speech pipeline: load once, then per request prepare a voice and speak.
+
+`ChatterboxTTS` owns one T3 (swappable between models that share everything else),
+the voice encoder, S3Gen, the text tokenizer, the built-in voice and the watermarker.
+A request's state lives in immutable `Conditionals` and a per-request
+`torch.Generator`, so concurrent requests with different voices cannot affect each other.
+"""
+from __future__ import annotations
+
+import secrets
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from . import loading
+from .audio import resample
+from .reference import ReferenceClip, load_reference
+from .s3gen.s3gen import S3GEN_SR, S3_SR, ReferenceEmbedding
+from .sampling import SamplingParams
+from .t3 import T3Cond, drop_invalid_tokens, STOP_SPEECH_TOKEN
+from .watermark import Watermarker
+
+SAMPLE_RATE = S3GEN_SR
+T3_PROMPT_SECONDS = 6            # the reference's ENC_COND_LEN
+T3_PROMPT_TOKENS = 150           # 6 s of 25 Hz S3 tokens
+MAX_NEW_TOKENS = 1000            # 40 s of speech in one generation
+MAX_TEXT_CHARS = 300             # what one generation reliably speaks within MAX_NEW_TOKENS
+EXAGGERATION_RANGE = (0.25, 2.0)
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Conditionals:
+    """A prepared voice: T3's conditioning and S3Gen's reference embedding.
+
+    `reference` is the validated clip it came from (None for the built-in voice).
+    """
+
+    t3: T3Cond
+    gen: ReferenceEmbedding
+    reference: ReferenceClip | None = None
+
+    def with_exaggeration(self, exaggeration: float) -> "Conditionals":
+        if float(self.t3.emotion_adv) == float(exaggeration):
+            return self
+        return replace(self, t3=replace(self.t3, emotion_adv=float(exaggeration)))
+
+    @classmethod
+    def from_file(cls, path: str | Path, device: torch.device | str = "cpu") -> "Conditionals":
+        """The reference's `conds.pt` (built-in voice), loaded without pickle code execution."""
+        raw = torch.load(str(path), map_location="cpu", weights_only=True)
+        t3, gen = raw["t3"], raw["gen"]
+        emotion = t3.get("emotion_adv")
+        cond = T3Cond(
+            speaker_emb=t3["speaker_emb"].float().to(device),
+            cond_prompt_speech_tokens=t3["cond_prompt_speech_tokens"].long().to(device),
+            emotion_adv=float(emotion.reshape(-1)[0]) if emotion is not None else 0.5,
+        )
+        ref = ReferenceEmbedding(
+            prompt_token=gen["prompt_token"].reshape(-1).long(),
+            prompt_feat=gen["prompt_feat"].reshape(-1, gen["prompt_feat"].shape[-1]).float(),
+            embedding=gen["embedding"].reshape(-1).float(),
+        ).to(device)
+        return cls(cond, ref)
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    """One generation's audio and what the user should know about it."""
+
+    wav: np.ndarray            # (samples,) float32 at SAMPLE_RATE
+    sample_rate: int
+    seed: int                  # reproduces this result with the same inputs
+    normalized_text: str
+    unknown_characters: tuple[str, ...]
+    n_speech_tokens: int
+    hit_token_limit: bool      # stopped by MAX_NEW_TOKENS, not by the model's stop token
+    watermarked: bool
+
+    @property
+    def seconds(self) -> float:
+        return len(self.wav) / self.sample_rate
+
+
+def check_generation_args(text: str, exaggeration: float, cfg_weight: float, temperature: float,
+                          min_p: float, top_p: float, repetition_penalty: float, seed: int | None) -> None:
+    """Raise ValueError with a readable reason for any out-of-range request value."""
+    if not isinstance(text, str):
+        raise ValueError("text must be a string")
+    if not text.strip():
+        raise ValueError("text is empty: type something to say")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(f"text is {len(text)} characters; one generation speaks at most {MAX_TEXT_CHARS} "
+                         f"(about 40 s). Shorten it or split it into parts.")
+    checks = [
+        ("exaggeration", exaggeration, EXAGGERATION_RANGE[0], EXAGGERATION_RANGE[1]),
+        ("cfg_weight", cfg_weight, 0.0, 1.0),
+        ("temperature", temperature, 0.05, 5.0),
+        ("min_p", min_p, 0.0, 1.0),
+        ("top_p", top_p, 0.0, 1.0),
+        ("repetition_penalty", repetition_penalty, 1.0, 2.0),
+    ]
+    for name, value, lo, hi in checks:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value) \
+                or not lo <= value <= hi:
+            raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
+    if top_p == 0:
+        raise ValueError("top_p must be > 0 (1.0 disables it)")
+    if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)
+                             or not 0 <= int(seed) <= MAX_SEED):
+        raise ValueError(f"seed must be an integer in [0, {MAX_SEED}] or None, got {seed!r}")
+
+
+class ChatterboxTTS:
+    """Chatterbox-family TTS: text + voice -> 24 kHz audio.
+
+    Models that differ only in T3 weights (Chatterbox English, Kartoffelbox German) share
+    the voice encoder and S3Gen; `t3_sources` maps each model name to a function giving
+    its T3 file, called when the model is first needed. T3 is swapped only while no
+    generation runs.
+    """
+
+    def __init__(self, t3, s3gen, voice_encoder, tokenizer, builtin: Conditionals | None,
+                 t3_sources: dict[str, Callable[[], Path]], model: str, label: str = ""):
+        self.t3 = t3
+        self.s3gen = s3gen
+        self.voice_encoder = voice_encoder
+        self.tokenizer = tokenizer
+        self.builtin = builtin
+        self.t3_sources = dict(t3_sources)
+        self.label = label
+        self.watermarker = Watermarker()
+        self._model = model
+        self._active = 0
+        self._cv = threading.Condition()
+
+    # --- loading -----------------------------------------------------------------------
+
+    @classmethod
+    def from_local(cls, ckpt_dir: str | Path, device: str | torch.device | None = None,
+                   t3_sources: dict[str, Callable[[], Path]] | None = None, model: str = "english",
+                   label: str = "") -> "ChatterboxTTS":
+        """Build from a folder with the released layout (ve, t3_cfg, s3gen, tokenizer, conds)."""
+        ckpt_dir = Path(ckpt_dir)
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        sources = {"english": lambda: ckpt_dir / loading.T3_FILE}
+        sources.update(t3_sources or {})
+        if model not in sources:
+            raise ValueError(f"unknown model {model!r}; known: {', '.join(sources)}")
+        t3 = loading.load_t3(sources[model](), device=device)
+        s3gen = loading.load_s3gen(ckpt_dir, device=device)
+        ve = loading.load_voice_encoder(ckpt_dir, device=device)
+        tokenizer = loading.load_text_tokenizer(ckpt_dir)
+        conds_path = ckpt_dir / loading.CONDS_FILE
+        builtin = Conditionals.from_file(conds_path, device) if conds_path.is_file() else None
+        return cls(t3, s3gen, ve, tokenizer, builtin, sources, model, label or f"local checkpoint {ckpt_dir}")
+
+    @classmethod
+    def from_pretrained(cls, model: str = "english", device: str | torch.device | None = None) -> "ChatterboxTTS":
+        """Download (or read from the Hub cache) what `model` needs, then `from_local`.
+
+        Raises loading.WeightsUnavailable with a user-facing reason when offline, gated, etc.
+        """
+        base = loading.fetch_base_checkpoint()
+        sources = {name: (lambda src=src: loading.fetch_t3_weights(src))
+                   for name, src in loading.MODEL_SOURCES.items() if src.repo_id != loading.BASE_REPO_ID}
+        return cls.from_local(base, device=device, t3_sources=sources, model=model,
+                              label=f"{loading.BASE_REPO_ID} from the Hugging Face Hub")
+
+    @property
+    def device(self) -> torch.device:
+        return self.t3.device
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @contextmanager
+    def _using_model(self, model: str) -> Iterator[None]:
+        """Hold `model`'s T3 for one generation, swapping weights only when nothing runs."""
+        if model not in self.t3_sources:
+            raise ValueError(f"unknown model {model!r}; known: {', '.join(self.t3_sources)}")
+        with self._cv:
+            while self._model != model and self._active:
+                self._cv.wait()
+            if self._model != model:
+                path = self.t3_sources[model]()  # may download; raises WeightsUnavailable
+                device = self.t3.device
+                self.t3 = None  # free the old weights before reading the new ones
+                self.t3 = loading.load_t3(path, device=device)
+                self._model = model
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._active -= 1
+                self._cv.notify_all()
+
+    # --- per request -------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def prepare_conditionals(self, audio, exaggeration: float = 0.5) -> Conditionals:
+        """A reference clip (path or (rate, samples)) -> the voice both models condition on."""
+        lo, hi = EXAGGERATION_RANGE
+        if not lo <= exaggeration <= hi:
+            raise ValueError(f"exaggeration must be in [{lo}, {hi}], got {exaggeration!r}")
+        clip = audio if isinstance(audio, ReferenceClip) else load_reference(audio)
+        wav16 = resample(clip.wav, SAMPLE_RATE, S3_SR)
+        prompt16 = torch.from_numpy(wav16[: T3_PROMPT_SECONDS * S3_SR]).to(self.device)
+        prompt_tokens = self.s3gen.tokenizer.tokenize(prompt16, max_len=T3_PROMPT_TOKENS)
+        speaker = self.voice_encoder.embed_utterance(wav16)
+        t3 = T3Cond(speaker.reshape(1, -1).float(), prompt_tokens.reshape(1, -1).to(self.device),
+                    float(exaggeration))
+        return Conditionals(t3, self.s3gen.embed_ref(clip.wav), clip)
+
+    def synthesize(
+        self,
+        text: str,
+        conditionals: Conditionals | None = None,
+        exaggeration: float = 0.5,
+        cfg_weight: float = 0.5,
+        temperature: float = 0.8,
+        min_p: float = 0.05,
+        top_p: float = 1.0,
+        repetition_penalty: float = 1.2,
+        seed: int | None = None,
+        model: str | None = None,
+        watermark: bool = True,
+        max_new_tokens: int = MAX_NEW_TOKENS,
+    ) -> Synthesis:
+        """Speak `text` in the voice of `conditionals` (the built-in voice if None)."""
+        check_generation_args(text, exaggeration, cfg_weight, temperature, min_p, top_p,
+                              repetition_penalty, seed)
+        if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+            raise ValueError(f"max_new_tokens must be in [1, {MAX_NEW_TOKENS}], got {max_new_tokens!r}")
+        if conditionals is None:
+            if self.builtin is None:
+                raise ValueError("no reference voice given and the checkpoint has no built-in voice (conds.pt)")
+            conditionals = self.builtin
+        conditionals = conditionals.with_exaggeration(exaggeration)
+        tokenized = self.tokenizer.tokenize(text)
+        seed = secrets.randbelow(MAX_SEED) if seed is None else int(seed)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        params = SamplingParams(temperature=temperature, repetition_penalty=repetition_penalty, min_p=min_p,
+                                top_p=top_p, cfg_weight=cfg_weight, max_new_tokens=max_new_tokens)
+        with self._using_model(model or self._model), torch.inference_mode():
+            text_tokens = self.t3.frame_text(tokenized.ids)
+            raw = self.t3.generate(conditionals.t3, text_tokens, params, generator)
+        hit_limit = len(raw) >= max_new_tokens and int(raw[-1]) != STOP_SPEECH_TOKEN
+        speech = drop_invalid_tokens(raw)
+        if speech.numel() == 0:
+            raise RuntimeError("the model produced no speech tokens for this text; try another seed")
+        wav = self.s3gen.inference(speech, conditionals.gen, generator=generator)
+        wav = wav.float().cpu().numpy()
+        watermarked = False
+        if watermark and self.watermarker.available:
+            wav = self.watermarker.apply(wav, SAMPLE_RATE)
+            watermarked = True
+        return Synthesis(wav.astype(np.float32), SAMPLE_RATE, seed, tokenized.normalized_text,
+                         tokenized.unknown_characters, int(speech.numel()), hit_limit, watermarked)
+
+    def generate(self, text: str, conditionals: Conditionals | None = None, exaggeration: float = 0.5,
+                 cfg_weight: float = 0.5, temperature: float = 0.8, min_p: float = 0.05, top_p: float = 1.0,
+                 repetition_penalty: float = 1.2, seed: int | None = None, **kwargs) -> np.ndarray:
+        """24 kHz float32 audio of `text` (see `synthesize` for the details of the result)."""
+        return self.synthesize(text, conditionals, exaggeration, cfg_weight, temperature, min_p, top_p,
+                               repetition_penalty, seed, **kwargs).wav

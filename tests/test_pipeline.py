@@ -1,0 +1,126 @@
+"""The pipeline end to end on the fake checkpoint: conditionals, generation, seeds,
+concurrency, bad input, watermark and speaker similarity."""
+import threading
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import PARITY, REAL_VOICES
+from models.tts import MAX_TEXT_CHARS, SAMPLE_RATE, Conditionals
+
+SHORT = 12  # speech tokens per test generation: ~0.5 s of audio keeps CPU time low
+
+
+@pytest.fixture(scope="module")
+def voices(pipeline):
+    a = pipeline.prepare_conditionals(str(REAL_VOICES / "aishell_s0764_a.wav"))
+    b = pipeline.prepare_conditionals(str(PARITY / "ref_b.wav"), exaggeration=0.7)
+    return a, b
+
+
+def test_conditionals_are_immutable_and_complete(pipeline, voices):
+    a, b = voices
+    assert a.t3.speaker_emb.shape == (1, 256)
+    assert a.t3.cond_prompt_speech_tokens.shape[1] <= 150
+    assert a.gen.prompt_feat.shape[0] == 2 * a.gen.prompt_token.shape[0]
+    assert b.t3.emotion_adv == 0.7
+    c = a.with_exaggeration(1.5)
+    assert c.t3.emotion_adv == 1.5 and a.t3.emotion_adv == 0.5  # original untouched
+    with pytest.raises(Exception):
+        a.t3 = None
+
+
+def test_builtin_voice_loads(pipeline):
+    assert isinstance(pipeline.builtin, Conditionals)
+    assert pipeline.builtin.gen.prompt_token.shape == (194,)
+
+
+@pytest.mark.slow
+def test_generate_lengths_and_seed(pipeline, voices):
+    a, _ = voices
+    r1 = pipeline.synthesize("Hello there.", a, seed=7, max_new_tokens=SHORT, watermark=False)
+    assert r1.wav.dtype == np.float32 and r1.sample_rate == SAMPLE_RATE
+    assert len(r1.wav) == 960 * r1.n_speech_tokens
+    assert r1.seed == 7 and not r1.watermarked
+    assert np.all(np.isfinite(r1.wav)) and np.max(np.abs(r1.wav)) <= 0.99
+    r2 = pipeline.synthesize("Hello there.", a, seed=7, max_new_tokens=SHORT, watermark=False)
+    np.testing.assert_array_equal(r1.wav, r2.wav)
+    r3 = pipeline.synthesize("Hello there.", a, seed=8, max_new_tokens=SHORT, watermark=False)
+    assert not np.array_equal(r1.wav[: len(r3.wav)], r3.wav[: len(r1.wav)])
+
+
+@pytest.mark.slow
+def test_concurrent_requests_equal_serial_runs(pipeline, voices):
+    a, b = voices
+    jobs = [("The first voice speaks.", a, 11), ("Die zweite Stimme spricht.", b, 22)]
+
+    def run(text, conds, seed):
+        return pipeline.synthesize(text, conds, seed=seed, max_new_tokens=SHORT, watermark=False).wav
+
+    serial = [run(*job) for job in jobs]
+    results: list = [None, None]
+
+    def worker(i):
+        results[i] = run(*jobs[i])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, serial):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(text=""), "empty"),
+    (dict(text="   \n\t "), "empty"),
+    (dict(text="x" * (MAX_TEXT_CHARS + 1)), "at most"),
+    (dict(exaggeration=3.0), "exaggeration"),
+    (dict(exaggeration=float("nan")), "exaggeration"),
+    (dict(cfg_weight=-0.1), "cfg_weight"),
+    (dict(temperature=0.0), "temperature"),
+    (dict(min_p=1.5), "min_p"),
+    (dict(top_p=0.0), "top_p"),
+    (dict(repetition_penalty=0.5), "repetition_penalty"),
+    (dict(seed=-1), "seed"),
+    (dict(seed=1.5), "seed"),
+    (dict(model="klingon"), "unknown model"),
+])
+def test_bad_arguments_raise_clear_errors(pipeline, kwargs, message):
+    args = dict(text="Hello.", max_new_tokens=1)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        pipeline.synthesize(**args)
+
+
+def test_bad_exaggeration_for_conditionals(pipeline):
+    with pytest.raises(ValueError, match="exaggeration"):
+        pipeline.prepare_conditionals(str(REAL_VOICES / "aishell_s0764_a.wav"), exaggeration=-1)
+
+
+def test_watermark_detected_only_after_watermarking(pipeline):
+    wm = pipeline.watermarker
+    assert wm.available, wm.reason
+    import soxr
+
+    wav, sr = sf.read(REAL_VOICES / "aishell_s0764_a.wav", dtype="float32")
+    wav = soxr.resample(wav, sr, SAMPLE_RATE).astype(np.float32)
+    assert wm.detect(wav, SAMPLE_RATE) < 0.5
+    marked = wm.apply(wav, SAMPLE_RATE)
+    assert wm.detect(marked, SAMPLE_RATE) > 0.5
+    # imperceptible: the signal barely changes
+    assert np.sqrt(np.mean((marked[: len(wav)] - wav[: len(marked)]) ** 2)) < 0.1 * np.sqrt(np.mean(wav ** 2))
+
+
+def test_similarity_prefers_the_same_speaker():
+    from models.similarity import SpeakerSimilarity
+
+    sim = SpeakerSimilarity()
+    a, sra = sf.read(REAL_VOICES / "aishell_s0764_a.wav", dtype="float32")
+    b, srb = sf.read(REAL_VOICES / "aishell_s0764_b.wav", dtype="float32")
+    other, sro = sf.read(PARITY / "ref_a.wav", dtype="float32")  # a synthetic espeak voice
+    same = sim.score(a, sra, b, srb)
+    assert same > sim.score(a, sra, other, sro) + 0.1
+    assert same > sim.score(b, srb, other, sro) + 0.1
