@@ -47,6 +47,10 @@ def load_strict(
     every unexpected key and every shape mismatch.
     """
     own = module.state_dict()
+    # Scalars saved as one-element vectors (e.g. BatchNorm num_batches_tracked written
+    # through numpy) load as torch itself would load them.
+    state = {k: (v.reshape(()) if k in own and own[k].dim() == 0 and v.numel() == 1 else v)
+             for k, v in state.items()}
     allowed = set(allowed_missing)
     missing = sorted(k for k in own if k not in state and k not in allowed)
     unexpected = sorted(k for k in state if k not in own)

@@ -18,11 +18,10 @@ from .campplus import CAMPPlus
 from .flow import Flow
 from .hift import HiFTGenerator, apply_fade_in
 from .mel import s3gen_mel
-from .tokenizer import S3Tokenizer
+from .tokenizer import S3_SR, S3Tokenizer
 from ..audio import resample
 
 S3GEN_SR = 24_000          # output and prompt-mel sample rate (Hz)
-S3_SR = 16_000             # tokenizer and CAMPPlus sample rate (Hz)
 MAX_REF_SECONDS = 10       # the reference prompt S3Gen conditions on
 DEC_COND_LEN = MAX_REF_SECONDS * S3GEN_SR
 MEL_FRAMES_PER_TOKEN = 2   # 25 Hz tokens, 50 Hz mel
