@@ -1,0 +1,92 @@
+"""Logit processing and sampling for T3 decoding, as small pure functions.
+
+Each processor takes logits (B, V) and returns new logits (B, V); removed tokens get
+-inf. The T3 loop applies them in the reference order: repetition penalty ->
+temperature -> min-p -> top-p -> softmax -> sample. Semantics follow the Hugging Face
+logits processors that the reference uses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+FILTERED = float("-inf")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding parameters of one T3 generation, with the reference `generate` defaults.
+
+    `cfg_weight` 0 disables classifier-free guidance (batch 1); `greedy` takes the argmax
+    of the processed probabilities instead of sampling (used to replay the reference).
+    """
+
+    temperature: float = 0.8
+    repetition_penalty: float = 1.2
+    min_p: float = 0.05
+    top_p: float = 1.0
+    cfg_weight: float = 0.5
+    max_new_tokens: int = 1000  # 40 s of speech at 25 tokens/s
+    greedy: bool = False
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not self.cfg_weight >= 0:
+            raise ValueError(f"cfg_weight must be >= 0, got {self.cfg_weight}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+def apply_repetition_penalty(logits: torch.Tensor, seen_ids: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Push down every id in `seen_ids` (B, T): positive logits / penalty, others * penalty."""
+    if penalty == 1.0:
+        return logits
+    seen = logits.gather(-1, seen_ids)
+    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+    return logits.scatter(-1, seen_ids, seen)
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """Remove tokens whose probability is below `min_p` times the top probability."""
+    if min_p <= 0.0:
+        return logits
+    probs = logits.softmax(dim=-1)
+    top_prob, top_idx = probs.max(dim=-1, keepdim=True)
+    remove = probs < min_p * top_prob
+    remove.scatter_(-1, top_idx, False)  # the most likely token always survives
+    return logits.masked_fill(remove, FILTERED)
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose total probability exceeds `top_p`.
+
+    As in Hugging Face: in ascending order, tokens whose cumulative probability is
+    <= 1 - top_p are removed; the most likely token is always kept.
+    """
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1)
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    remove_sorted = cumulative <= 1.0 - top_p
+    remove_sorted[..., -1] = False
+    remove = remove_sorted.scatter(-1, order, remove_sorted)
+    return logits.masked_fill(remove, FILTERED)
+
+
+def sample_token(probs: torch.Tensor, generator: torch.Generator | None, greedy: bool = False) -> torch.Tensor:
+    """One token id per row of `probs` (B, V) -> (B, 1)."""
+    if greedy:
+        return probs.argmax(dim=-1, keepdim=True)
+    return torch.multinomial(probs, num_samples=1, generator=generator)

@@ -1,0 +1,334 @@
+"""T3: text tokens + voice conditioning -> S3 speech tokens (25 Hz), on a Llama backbone.
+
+Shapes: B batch (2 with classifier-free guidance: row 0 conditional, row 1 without text),
+L sequence, C channels (1024), V speech vocabulary (8194).
+Input sequence of one row: [cond (34) | SOT text EOT (+ learned text positions) | BOS | BOS | t1 ...]
+where every BOS sits at speech position 0 and generated token k at speech position k.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+from transformers import DynamicCache, LlamaConfig, LlamaModel
+
+from .perceiver import Perceiver, PerceiverConfig
+from .sampling import (
+    SamplingParams,
+    apply_repetition_penalty,
+    apply_temperature,
+    min_p_filter,
+    sample_token,
+    top_p_filter,
+)
+
+START_TEXT_TOKEN = 255
+STOP_TEXT_TOKEN = 0
+SPEECH_CODEBOOK_SIZE = 6561  # S3 tokenizer codes 0..6560 (3^8 FSQ levels); all S3Gen understands
+START_SPEECH_TOKEN = 6561
+STOP_SPEECH_TOKEN = 6562
+
+
+@dataclass(frozen=True)
+class T3Config:
+    """English T3 ("Llama_520M" backbone). `text_tokens_dict_size` follows the checkpoint."""
+
+    text_tokens_dict_size: int = 704
+    max_text_tokens: int = 2048
+    speech_tokens_dict_size: int = 8194  # codebook + start/stop + unused ids
+    max_speech_tokens: int = 4096
+    speaker_embed_size: int = 256  # VoiceEncoder output
+    perceiver_queries: int = 32
+    perceiver_heads: int = 4
+    # Llama backbone
+    hidden_size: int = 1024
+    num_hidden_layers: int = 30
+    num_attention_heads: int = 16
+    intermediate_size: int = 4096
+    rms_norm_eps: float = 1e-5
+    max_position_embeddings: int = 131072
+    rope_theta: float = 500_000.0
+    rope_factor: float = 8.0  # Llama-3 RoPE scaling
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_position_embeddings: int = 8192
+    llama_vocab_size: int = 8  # dummy: the backbone only ever receives embeddings
+
+    @property
+    def text_positions(self) -> int:
+        return self.max_text_tokens + 2  # room for SOT and EOT: 2050 rows
+
+    @property
+    def speech_positions(self) -> int:
+        return self.max_speech_tokens + 4  # 4100 rows, as in the checkpoint
+
+    @property
+    def len_cond(self) -> int:
+        return 1 + self.perceiver_queries + 1  # speaker, prompt summary, emotion
+
+    def perceiver_config(self) -> PerceiverConfig:
+        return PerceiverConfig(self.perceiver_queries, self.hidden_size, self.perceiver_heads)
+
+    def llama_config(self) -> LlamaConfig:
+        # transformers 5 reads RoPE settings (theta included) from `rope_parameters` only.
+        rope = dict(
+            rope_type="llama3",
+            rope_theta=self.rope_theta,
+            factor=self.rope_factor,
+            low_freq_factor=self.rope_low_freq_factor,
+            high_freq_factor=self.rope_high_freq_factor,
+            original_max_position_embeddings=self.rope_original_max_position_embeddings,
+        )
+        return LlamaConfig(
+            vocab_size=self.llama_vocab_size,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_attention_heads,
+            intermediate_size=self.intermediate_size,
+            hidden_act="silu",
+            rms_norm_eps=self.rms_norm_eps,
+            max_position_embeddings=self.max_position_embeddings,
+            rope_parameters=rope,
+            attention_bias=False,
+            mlp_bias=False,
+            tie_word_embeddings=False,
+            attn_implementation="sdpa",
+        )
+
+
+@dataclass(frozen=True)
+class T3Cond:
+    """Voice conditioning for T3: who speaks (speaker_emb, prompt tokens) and how much emotion.
+
+    speaker_emb (1, 256) VoiceEncoder embedding; cond_prompt_speech_tokens (1, N) int64 S3
+    tokens of the reference (N <= 150, 6 s); emotion_adv is the exaggeration scalar.
+    Use `dataclasses.replace(cond, emotion_adv=x)` to change only the exaggeration.
+    """
+
+    speaker_emb: torch.Tensor
+    cond_prompt_speech_tokens: torch.Tensor
+    emotion_adv: float = 0.5
+
+    def __post_init__(self):
+        if self.speaker_emb.dim() != 2 or self.speaker_emb.shape[0] != 1:
+            raise ValueError(f"speaker_emb must be (1, D), got {tuple(self.speaker_emb.shape)}")
+        tokens = self.cond_prompt_speech_tokens
+        if tokens.dim() != 2 or tokens.shape[0] != 1 or tokens.shape[1] == 0 or tokens.is_floating_point():
+            raise ValueError(f"cond_prompt_speech_tokens must be integer (1, N>0), got {tuple(tokens.shape)}")
+
+
+class LearnedPositionEmbedding(nn.Module):
+    """A table of learned absolute position vectors (`emb`), added to token embeddings."""
+
+    def __init__(self, num_positions: int, dim: int):
+        super().__init__()
+        self.emb = nn.Embedding(num_positions, dim)
+
+    def forward(self, start: int, length: int) -> torch.Tensor:
+        """Vectors of positions start .. start+length-1 -> (length, C)."""
+        return self.emb(torch.arange(start, start + length, device=self.emb.weight.device))
+
+
+class ConditioningEncoder(nn.Module):
+    """Turns a voice (speaker embedding, embedded prompt, exaggeration) into 34 vectors.
+
+    Order along time: speaker projection (1), perceiver summary of the prompt (32),
+    emotion vector (1). Owns no token embeddings: the prompt arrives embedded by T3.
+    """
+
+    def __init__(self, config: T3Config):
+        super().__init__()
+        self.spkr_enc = nn.Linear(config.speaker_embed_size, config.hidden_size)
+        self.emotion_adv_fc = nn.Linear(1, config.hidden_size, bias=False)
+        self.perceiver = Perceiver(config.perceiver_config())
+
+    def forward(self, speaker_emb: torch.Tensor, prompt_emb: torch.Tensor, exaggeration: float) -> torch.Tensor:
+        """(1, 256), (1, N, C), scalar -> (1, 34, C)."""
+        speaker = self.spkr_enc(speaker_emb)[:, None]  # (1, 1, C)
+        prompt = self.perceiver(prompt_emb)  # (1, 32, C)
+        w = self.emotion_adv_fc.weight
+        emotion = self.emotion_adv_fc(torch.full((1, 1, 1), float(exaggeration), device=w.device, dtype=w.dtype))
+        return torch.cat([speaker, prompt, emotion], dim=1)
+
+
+class T3(nn.Module):
+    """Token-to-token model: text + voice conditioning -> speech tokens, one at a time.
+
+    Owns the Llama backbone (`tfmr`, its own token embedding unused), the conditioning
+    encoder, text/speech embeddings with learned positions and the heads. Attribute names
+    are the checkpoint keys. Does not tokenise text nor make audio. Device and dtype are
+    those of the loaded weights.
+    """
+
+    def __init__(self, config: T3Config):
+        super().__init__()
+        self.config = config
+        c = config.hidden_size
+        self.tfmr = LlamaModel(config.llama_config())
+        self.cond_enc = ConditioningEncoder(config)
+        self.text_emb = nn.Embedding(config.text_tokens_dict_size, c)
+        self.speech_emb = nn.Embedding(config.speech_tokens_dict_size, c)
+        self.text_pos_emb = LearnedPositionEmbedding(config.text_positions, c)
+        self.speech_pos_emb = LearnedPositionEmbedding(config.speech_positions, c)
+        self.text_head = nn.Linear(c, config.text_tokens_dict_size, bias=False)  # unused at inference
+        self.speech_head = nn.Linear(c, config.speech_tokens_dict_size, bias=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.speech_emb.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.speech_emb.weight.dtype
+
+    # --- inputs ---------------------------------------------------------------------
+
+    def frame_text(self, token_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Tokenizer ids -> (n+2,) int64 with SOT/EOT, as T3 consumes them."""
+        ids = torch.as_tensor(token_ids, dtype=torch.long).reshape(-1)
+        sot, eot = ids.new_tensor([START_TEXT_TOKEN]), ids.new_tensor([STOP_TEXT_TOKEN])
+        return torch.cat([sot, ids, eot]).to(self.device)
+
+    def _check_text(self, text_tokens: torch.Tensor) -> torch.Tensor:
+        text_tokens = torch.as_tensor(text_tokens, dtype=torch.long, device=self.device)
+        if text_tokens.dim() != 1 or len(text_tokens) < 2:
+            raise ValueError(f"text_tokens must be 1-D with SOT/EOT, got shape {tuple(text_tokens.shape)}")
+        if text_tokens[0] != START_TEXT_TOKEN or text_tokens[-1] != STOP_TEXT_TOKEN:
+            raise ValueError(f"text_tokens must start with {START_TEXT_TOKEN} and end with {STOP_TEXT_TOKEN}")
+        if len(text_tokens) > self.config.text_positions:
+            raise ValueError(
+                f"text too long: {len(text_tokens) - 2} tokens, T3 reads at most {self.config.max_text_tokens}; "
+                "split the text into shorter pieces"
+            )
+        if int(text_tokens.max()) >= self.config.text_tokens_dict_size:
+            raise ValueError(f"text token id {int(text_tokens.max())} outside the T3 text vocabulary")
+        return text_tokens
+
+    def prompt_embeds(self, prompt_tokens: torch.Tensor) -> torch.Tensor:
+        """(1, N) speech tokens -> (1, N, C) embeddings with speech positions 0..N-1."""
+        prompt_tokens = prompt_tokens.to(self.device)
+        return self.speech_emb(prompt_tokens) + self.speech_pos_emb(0, prompt_tokens.shape[1])
+
+    def conditioning(self, cond: T3Cond) -> torch.Tensor:
+        """The 34 conditioning vectors of a voice -> (1, 34, C)."""
+        speaker = cond.speaker_emb.to(self.device, self.dtype)
+        return self.cond_enc(speaker, self.prompt_embeds(cond.cond_prompt_speech_tokens), cond.emotion_adv)
+
+    def build_inputs(
+        self,
+        cond: T3Cond,
+        text_tokens: torch.Tensor,
+        with_cfg_row: bool,
+        speech_tokens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Input embeddings (B, 34 + n_text + 2 + n_speech, C), B = 2 if `with_cfg_row`.
+
+        Row 1 (CFG) has its text token embeddings zeroed but keeps the text positions.
+        `speech_tokens` (tokens already generated, t1.. at positions 1..) are appended
+        after the two start tokens, for teacher forcing.
+        """
+        text_tokens = self._check_text(text_tokens)
+        batch = 2 if with_cfg_row else 1
+        text = self.text_emb(text_tokens).unsqueeze(0).repeat(batch, 1, 1)
+        if with_cfg_row:
+            text[1] = 0
+        text = text + self.text_pos_emb(0, len(text_tokens))
+        # The reference appends the start token twice, both at position 0 (see module doc).
+        bos = self.speech_emb.weight[START_SPEECH_TOKEN] + self.speech_pos_emb(0, 1)  # (1, C)
+        parts = [self.conditioning(cond).expand(batch, -1, -1), text, bos.expand(batch, 2, -1)]
+        if speech_tokens is not None:
+            speech_tokens = torch.as_tensor(speech_tokens, dtype=torch.long, device=self.device).reshape(-1)
+            speech = self.speech_emb(speech_tokens) + self.speech_pos_emb(1, len(speech_tokens))
+            parts.append(speech.expand(batch, -1, -1))
+        return torch.cat(parts, dim=1)
+
+    def forward(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """Full causal pass without cache: (B, L, C) -> final-normed hidden states (B, L, C)."""
+        return self.tfmr(inputs_embeds=inputs_embeds, use_cache=False).last_hidden_state
+
+    # --- decoding -------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def stream_tokens(
+        self,
+        cond: T3Cond,
+        text_tokens: torch.Tensor,
+        params: SamplingParams | None = None,
+        generator: torch.Generator | None = None,
+        on_logits: Callable[[int, torch.Tensor], None] | None = None,
+        use_kv_cache: bool = True,
+    ) -> Iterator[int]:
+        """Yield speech tokens one by one; the last is STOP_SPEECH_TOKEN if it was produced.
+
+        `on_logits(step, logits)` sees the CFG-combined logits (1, V) of each step before
+        any processing. `use_kv_cache=False` recomputes the whole sequence every step
+        (the slow oracle for tests).
+        """
+        p = params or SamplingParams()
+        if p.max_new_tokens > self.config.speech_positions:
+            raise ValueError(f"max_new_tokens {p.max_new_tokens} exceeds {self.config.speech_positions} positions")
+        use_cfg = p.cfg_weight > 0
+        embeds = self.build_inputs(cond, text_tokens, with_cfg_row=use_cfg)
+        batch = embeds.shape[0]
+
+        # Prefill: the whole prompt through the backbone, filling the cache.
+        cache = DynamicCache(config=self.tfmr.config) if use_kv_cache else None
+        hidden = self.tfmr(inputs_embeds=embeds, past_key_values=cache, use_cache=use_kv_cache).last_hidden_state
+        seen = torch.full((1, 1), START_SPEECH_TOKEN, dtype=torch.long, device=self.device)
+
+        for step in range(p.max_new_tokens):
+            logits = self.speech_head(hidden[:, -1])  # (B, V)
+            if use_cfg:
+                cond_logits, uncond_logits = logits[0:1], logits[1:2]
+                logits = cond_logits + p.cfg_weight * (cond_logits - uncond_logits)
+            if on_logits is not None:
+                on_logits(step, logits)
+
+            logits = apply_repetition_penalty(logits, seen, p.repetition_penalty)  # BOS included
+            logits = apply_temperature(logits, p.temperature)
+            logits = min_p_filter(logits, p.min_p)
+            logits = top_p_filter(logits, p.top_p)
+            token = sample_token(logits.softmax(dim=-1), generator, greedy=p.greedy)  # (1, 1)
+            seen = torch.cat([seen, token], dim=1)
+            yield int(token)
+            if int(token) == STOP_SPEECH_TOKEN or step + 1 == p.max_new_tokens:
+                return
+
+            # Feed the token back to both rows at speech position step + 1.
+            step_embeds = self.speech_emb(token) + self.speech_pos_emb(step + 1, 1)  # (1, 1, C)
+            step_embeds = step_embeds.expand(batch, -1, -1)
+            if use_kv_cache:
+                hidden = self.tfmr(inputs_embeds=step_embeds, past_key_values=cache, use_cache=True).last_hidden_state
+            else:
+                embeds = torch.cat([embeds, step_embeds], dim=1)
+                hidden = self.forward(embeds)
+
+    def generate(
+        self,
+        cond: T3Cond,
+        text_tokens: torch.Tensor,
+        params: SamplingParams | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """All tokens of `stream_tokens` as a 1-D int64 tensor (stop token included)."""
+        tokens = list(self.stream_tokens(cond, text_tokens, params, generator))
+        return torch.tensor(tokens, dtype=torch.long)
+
+
+def drop_invalid_tokens(tokens: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    """T3 output -> the ids S3Gen can read (1-D int64; may be empty).
+
+    After the first start token if there is one, before the first stop token, and then
+    only codebook ids (< 6561).
+    """
+    tokens = torch.as_tensor(tokens, dtype=torch.long).reshape(-1)
+    starts = (tokens == START_SPEECH_TOKEN).nonzero()
+    if len(starts):
+        tokens = tokens[int(starts[0]) + 1:]
+    stops = (tokens == STOP_SPEECH_TOKEN).nonzero()
+    if len(stops):
+        tokens = tokens[: int(stops[0])]
+    return tokens[tokens < SPEECH_CODEBOOK_SIZE]
