@@ -19,6 +19,8 @@ import torch
 
 from . import loading
 from .audio import resample
+from .chunking import chunk_seed, split_text
+from .guard import RunawayGuard, max_tokens_for_text, trim_trailing_silence
 from .reference import ReferenceClip, load_reference
 from .s3gen.s3gen import S3GEN_SR, S3_SR, ReferenceEmbedding
 from .sampling import SamplingParams
@@ -28,8 +30,11 @@ from .watermark import Watermarker
 SAMPLE_RATE = S3GEN_SR
 T3_PROMPT_SECONDS = 6            # the reference's ENC_COND_LEN
 T3_PROMPT_TOKENS = 150           # 6 s of 25 Hz S3 tokens
-MAX_NEW_TOKENS = 1000            # 40 s of speech in one generation
-MAX_TEXT_CHARS = 300             # what one generation reliably speaks within MAX_NEW_TOKENS
+MAX_NEW_TOKENS = 1000            # 40 s of speech in one generation (one chunk)
+CHUNK_CHARS = 300                # what one generation reliably speaks within MAX_NEW_TOKENS
+MAX_TEXT_CHARS = 12_000          # one request: about 13 minutes of read speech
+CHUNK_PAUSE_S = 0.15             # silence between chunks, like a sentence pause
+LANGUAGES = {"english": "en", "german": "de"}
 EXAGGERATION_RANGE = (0.25, 2.0)
 MAX_SEED = 2**63 - 1
 
@@ -79,12 +84,25 @@ class Synthesis:
     normalized_text: str
     unknown_characters: tuple[str, ...]
     n_speech_tokens: int
-    hit_token_limit: bool      # stopped by MAX_NEW_TOKENS, not by the model's stop token
+    hit_token_limit: bool      # a chunk was stopped by its token limit, not by the model's stop token
     watermarked: bool
+    n_chunks: int = 1
+    loops_cut: tuple[int, ...] = ()  # chunks whose token stream looped and was cut
+    stopped: bool = False            # cancelled by the caller; the audio is what was made until then
 
     @property
     def seconds(self) -> float:
         return len(self.wav) / self.sample_rate
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """New audio of a streamed generation; the last event also carries the whole result."""
+
+    audio: np.ndarray          # new samples (float32, SAMPLE_RATE); empty on the final event
+    chunk: int                 # index of the text chunk the samples belong to
+    n_chunks: int
+    result: Synthesis | None = None
 
 
 def check_generation_args(text: str, exaggeration: float, cfg_weight: float, temperature: float,
@@ -95,8 +113,8 @@ def check_generation_args(text: str, exaggeration: float, cfg_weight: float, tem
     if not text.strip():
         raise ValueError("text is empty: type something to say")
     if len(text) > MAX_TEXT_CHARS:
-        raise ValueError(f"text is {len(text)} characters; one generation speaks at most {MAX_TEXT_CHARS} "
-                         f"(about 40 s). Shorten it or split it into parts.")
+        raise ValueError(f"text is {len(text)} characters; one request speaks at most {MAX_TEXT_CHARS} "
+                         f"(about 13 minutes). Split it into several requests.")
     checks = [
         ("exaggeration", exaggeration, EXAGGERATION_RANGE[0], EXAGGERATION_RANGE[1]),
         ("cfg_weight", cfg_weight, 0.0, 1.0),
@@ -219,7 +237,7 @@ class ChatterboxTTS:
                     float(exaggeration))
         return Conditionals(t3, self.s3gen.embed_ref(clip.wav), clip)
 
-    def synthesize(
+    def stream(
         self,
         text: str,
         conditionals: Conditionals | None = None,
@@ -233,41 +251,96 @@ class ChatterboxTTS:
         model: str | None = None,
         watermark: bool = True,
         max_new_tokens: int = MAX_NEW_TOKENS,
-    ) -> Synthesis:
-        """Speak `text` in the voice of `conditionals` (the built-in voice if None)."""
+        cancel: threading.Event | None = None,
+    ) -> Iterator[StreamEvent]:
+        """Speak `text` chunk by chunk, yielding audio as soon as each piece exists.
+
+        Long text is split at sentence boundaries into chunks of <= CHUNK_CHARS, each
+        generated with the same voice and its own seed-derived generator (chunk 0 uses
+        `seed` itself, so short text sounds as without chunking). The last event carries
+        the whole result. Setting `cancel` (or closing the iterator) stops between steps.
+        """
         check_generation_args(text, exaggeration, cfg_weight, temperature, min_p, top_p,
                               repetition_penalty, seed)
         if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
             raise ValueError(f"max_new_tokens must be in [1, {MAX_NEW_TOKENS}], got {max_new_tokens!r}")
+        model = model or self._model
+        if model not in self.t3_sources:
+            raise ValueError(f"unknown model {model!r}; known: {', '.join(self.t3_sources)}")
         if conditionals is None:
             if self.builtin is None:
                 raise ValueError("no reference voice given and the checkpoint has no built-in voice (conds.pt)")
             conditionals = self.builtin
         conditionals = conditionals.with_exaggeration(exaggeration)
-        tokenized = self.tokenizer.tokenize(text)
+        chunks = [self.tokenizer.tokenize(c) for c in split_text(text, CHUNK_CHARS, LANGUAGES.get(model, "en"))]
         seed = secrets.randbelow(MAX_SEED) if seed is None else int(seed)
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        params = SamplingParams(temperature=temperature, repetition_penalty=repetition_penalty, min_p=min_p,
-                                top_p=top_p, cfg_weight=cfg_weight, max_new_tokens=max_new_tokens)
-        with self._using_model(model or self._model), torch.inference_mode():
-            text_tokens = self.t3.frame_text(tokenized.ids)
-            raw = self.t3.generate(conditionals.t3, text_tokens, params, generator)
-        hit_limit = len(raw) >= max_new_tokens and int(raw[-1]) != STOP_SPEECH_TOKEN
-        speech = drop_invalid_tokens(raw)
-        if speech.numel() == 0:
+        pause = np.zeros(int(CHUNK_PAUSE_S * SAMPLE_RATE), dtype=np.float32)
+        pieces: list[np.ndarray] = []
+        n_tokens, hit_limit, loops, stopped = 0, False, [], False
+        watermarked = watermark and self.watermarker.available
+
+        # No inference_mode around the yields (it would leak into the caller's thread);
+        # T3 and S3Gen enter it themselves.
+        with self._using_model(model):
+            for index, chunk in enumerate(chunks):
+                if cancel is not None and cancel.is_set():
+                    stopped = True
+                    break
+                generator = torch.Generator(device=self.device).manual_seed(chunk_seed(seed, index))
+                limit = min(max_new_tokens, max_tokens_for_text(len(chunk.normalized_text), MAX_NEW_TOKENS))
+                params = SamplingParams(temperature=temperature, repetition_penalty=repetition_penalty,
+                                        min_p=min_p, top_p=top_p, cfg_weight=cfg_weight, max_new_tokens=limit)
+                tokens: list[int] = []
+                guard = RunawayGuard()
+                decoding = self.t3.stream_tokens(conditionals.t3, self.t3.frame_text(chunk.ids), params, generator)
+                for token in decoding:
+                    tokens.append(token)
+                    loop = guard.push(token)
+                    if loop is not None:
+                        tokens = tokens[: loop.keep]
+                        loops.append(index)
+                        break
+                    if cancel is not None and cancel.is_set():
+                        stopped = True
+                        break
+                decoding.close()
+                cut_by_limit = len(tokens) >= limit and tokens[-1] != STOP_SPEECH_TOKEN
+                hit_limit = hit_limit or (cut_by_limit and not stopped)
+                speech = drop_invalid_tokens(tokens)
+                if speech.numel() == 0:
+                    continue
+                n_tokens += int(speech.numel())
+                wav = self.s3gen.inference(speech, conditionals.gen, generator=generator).float().cpu().numpy()
+                if len(chunks) > 1 or cut_by_limit or (loops and loops[-1] == index):
+                    wav = trim_trailing_silence(wav, SAMPLE_RATE)  # no long gaps or stuck endings
+                if watermarked:
+                    wav = self.watermarker.apply(wav, SAMPLE_RATE)
+                if pieces:
+                    pieces.append(pause)
+                    yield StreamEvent(pause, index, len(chunks))
+                pieces.append(wav)
+                yield StreamEvent(wav, index, len(chunks))
+                if stopped:
+                    break
+        if not pieces and not stopped:
             raise RuntimeError("the model produced no speech tokens for this text; try another seed")
-        wav = self.s3gen.inference(speech, conditionals.gen, generator=generator)
-        wav = wav.float().cpu().numpy()
-        watermarked = False
-        if watermark and self.watermarker.available:
-            wav = self.watermarker.apply(wav, SAMPLE_RATE)
-            watermarked = True
-        return Synthesis(wav.astype(np.float32), SAMPLE_RATE, seed, tokenized.normalized_text,
-                         tokenized.unknown_characters, int(speech.numel()), hit_limit, watermarked)
+        full = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+        result = Synthesis(full.astype(np.float32), SAMPLE_RATE, seed, " ".join(c.normalized_text for c in chunks),
+                           tuple(ch for c in chunks for ch in c.unknown_characters), n_tokens, hit_limit,
+                           watermarked, len(chunks), tuple(loops), stopped)
+        yield StreamEvent(np.zeros(0, dtype=np.float32), len(chunks) - 1, len(chunks), result)
+
+    def synthesize(self, text: str, conditionals: Conditionals | None = None, **kwargs) -> Synthesis:
+        """Speak `text` in the voice of `conditionals` (the built-in voice if None); see `stream`."""
+        for event in self.stream(text, conditionals, **kwargs):
+            if event.result is not None:
+                return event.result
+        raise RuntimeError("generation ended without a result")
 
     def generate(self, text: str, conditionals: Conditionals | None = None, exaggeration: float = 0.5,
                  cfg_weight: float = 0.5, temperature: float = 0.8, min_p: float = 0.05, top_p: float = 1.0,
                  repetition_penalty: float = 1.2, seed: int | None = None, **kwargs) -> np.ndarray:
         """24 kHz float32 audio of `text` (see `synthesize` for the details of the result)."""
-        return self.synthesize(text, conditionals, exaggeration, cfg_weight, temperature, min_p, top_p,
-                               repetition_penalty, seed, **kwargs).wav
+        return self.synthesize(text, conditionals, exaggeration=exaggeration, cfg_weight=cfg_weight,
+                               temperature=temperature, min_p=min_p, top_p=top_p,
+                               repetition_penalty=repetition_penalty, seed=seed, **kwargs).wav
