@@ -134,13 +134,14 @@ def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_
         log.exception("generation failed")
         raise gr.Error(f"generation failed ({exc.__class__.__name__}); please try again") from exc
 
-    similarity = SIMILARITY.score(clip.wav, REF_SR, result.wav, result.sample_rate) if clip else None
+    similarity = (round(SIMILARITY.score(clip.wav, REF_SR, result.wav, result.sample_rate), 3)
+                  if clip and len(result.wav) else None)
     return (result.sample_rate, result.wav), result.seed, similarity, _notes(result, clip, similarity)
 
 
 def _notes(result: Synthesis, clip: ReferenceClip | None, similarity: float | None) -> str:
     lines = [f"{result.seconds:.2f} s of audio from {result.n_speech_tokens} speech tokens, seed **{result.seed}**."]
-    lines.append(clip.describe().capitalize() + "." if clip else "Voice: the built-in voice.")
+    lines.append(clip.describe() + "." if clip else "Voice: the built-in voice.")
     if similarity is not None:
         lines.append(f"Speaker similarity to the reference (resemblyzer cosine): **{similarity:.3f}**.")
     if result.watermarked:

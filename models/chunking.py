@@ -17,7 +17,7 @@ import numpy as np
 
 DEFAULT_MAX_CHARS = 300  # what one generation reliably speaks within its 1000 tokens
 LANGUAGES = ("en", "de")
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed accepts it; same bound as the pipeline's seed
+MAX_SEED = 2**63 - 1  # the largest seed torch.Generator.manual_seed accepts
 # An over-long sentence is cut at its last clause mark (",", ";", ":", a dash) only if the
 # piece before it keeps at least this share of max_chars; shorter pieces make poor
 # generations, so the cut falls back to the last space instead.

@@ -47,7 +47,7 @@ class ReferenceClip:
         if self.truncated:
             used += f" of {self.seconds_total:.1f} s (only the first {MAX_SECONDS_USED:.0f} s are used)"
         chans = "mono" if self.source_channels == 1 else f"{self.source_channels} channels mixed to mono"
-        return f"reference: {used}, {self.source_rate} Hz, {chans}"
+        return f"Reference: {used}, {self.source_rate} Hz, {chans}"
 
 
 def _to_float(samples: np.ndarray) -> np.ndarray:

@@ -36,7 +36,8 @@ MAX_TEXT_CHARS = 12_000          # one request: about 13 minutes of read speech
 CHUNK_PAUSE_S = 0.15             # silence between chunks, like a sentence pause
 LANGUAGES = {"english": "en", "german": "de"}
 EXAGGERATION_RANGE = (0.25, 2.0)
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**53 - 1            # seeds travel through JSON and JavaScript numbers exactly
+RANDOM_SEEDS = 2**32            # a drawn seed stays short enough to read and type
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,7 @@ class ChatterboxTTS:
             conditionals = self.builtin
         conditionals = conditionals.with_exaggeration(exaggeration)
         chunks = [self.tokenizer.tokenize(c) for c in split_text(text, CHUNK_CHARS, LANGUAGES.get(model, "en"))]
-        seed = secrets.randbelow(MAX_SEED) if seed is None else int(seed)
+        seed = 1 + secrets.randbelow(RANDOM_SEEDS - 1) if seed is None else int(seed)
         pause = np.zeros(int(CHUNK_PAUSE_S * SAMPLE_RATE), dtype=np.float32)
         pieces: list[np.ndarray] = []
         n_tokens, hit_limit, loops, stopped = 0, False, [], False
