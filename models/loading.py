@@ -178,8 +178,9 @@ def _hub_token() -> str | None:
 def hub_download(repo_id: str, filename: str) -> Path:
     """One file from the Hub (or its local cache), with errors a user can act on."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError)
+    import httpx
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
+                                        LocalEntryNotFoundError, RepositoryNotFoundError)
 
     try:
         return Path(hf_hub_download(repo_id, filename, token=_hub_token()))
@@ -196,6 +197,10 @@ def hub_download(repo_id: str, filename: str) -> Path:
         raise
     except RepositoryNotFoundError as exc:
         raise WeightsUnavailable(f"{repo_id} was not found on the Hub (or needs HF_TOKEN)") from exc
+    except (HfHubHTTPError, httpx.HTTPError, OSError) as exc:  # bad token, network down mid-way, disk full
+        raise WeightsUnavailable(
+            f"could not fetch {repo_id}/{filename}: {exc.__class__.__name__}: {exc}. Check the connection "
+            f"and HF_TOKEN, or pass a local folder with --checkpoint") from exc
 
 
 def fetch_base_checkpoint(repo_id: str = BASE_REPO_ID) -> Path:
