@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -23,8 +24,8 @@ import spaces
 from models import loading
 from models.reference import MAX_UPLOAD_BYTES, REF_SR, ReferenceClip, load_reference
 from models.similarity import SpeakerSimilarity
-from models.tts import (EXAGGERATION_RANGE, MAX_NEW_TOKENS, MAX_TEXT_CHARS, ChatterboxTTS, Conditionals,
-                        Synthesis, check_generation_args)
+from models.tts import (CHUNK_CHARS, EXAGGERATION_RANGE, MAX_NEW_TOKENS, MAX_TEXT_CHARS, SAMPLE_RATE,
+                        ChatterboxTTS, Conditionals, Synthesis, check_generation_args)
 
 log = logging.getLogger("chatterbox-space")
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -100,19 +101,41 @@ def _gpu_seconds(text: str, *args, **kwargs) -> int:
 
 
 @spaces.GPU(duration=_gpu_seconds)
-def synthesize(text: str, clip: ReferenceClip | None, exaggeration: float, cfg_weight: float,
-               temperature: float, min_p: float, top_p: float, repetition_penalty: float,
-               seed: int | None, watermark: bool, model: str) -> Synthesis:
+def synthesize_stream(text: str, clip: ReferenceClip | None, exaggeration: float, cfg_weight: float,
+                      temperature: float, min_p: float, top_p: float, repetition_penalty: float,
+                      seed: int | None, watermark: bool, model: str, cancel: threading.Event):
     conds = _voice(clip) if clip is not None else None
-    return PIPELINE.synthesize(text, conds, exaggeration=exaggeration, cfg_weight=cfg_weight,
+    yield from PIPELINE.stream(text, conds, exaggeration=exaggeration, cfg_weight=cfg_weight,
                                temperature=temperature, min_p=min_p, top_p=top_p,
                                repetition_penalty=repetition_penalty, seed=seed, model=model,
-                               watermark=watermark, max_new_tokens=ARGS.max_new_tokens)
+                               watermark=watermark, max_new_tokens=ARGS.max_new_tokens, cancel=cancel)
+
+
+_cancels: dict[str, threading.Event] = {}
+
+
+def request_stop(request: gr.Request) -> None:
+    """Stop the caller's running generation after its current step; what exists is kept."""
+    event = _cancels.get(request.session_hash or "")
+    if event is not None:
+        event.set()
+
+
+def _pcm16(wav: np.ndarray) -> np.ndarray:
+    return (np.clip(wav, -1.0, 1.0) * 32767).astype(np.int16)
+
+
+def _progress_html(done: int, total: int, started: float) -> str:
+    elapsed = time.monotonic() - started
+    left = elapsed / done * (total - done) if done else None
+    eta = f" · about {left:.0f} s left" if left is not None and done < total else ""
+    return (f'<progress value="{done}" max="{total}" style="width:100%"></progress>'
+            f"<div>chunk {done} of {total} done{eta}</div>")
 
 
 def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_p, repetition_penalty,
-             seed, watermark, model_choice):
-    """Text + optional reference clip -> ((rate, audio), seed used, similarity, notes)."""
+             seed, watermark, model_choice, request: gr.Request):
+    """Stream (live audio, full audio, seed used, similarity, notes, progress) as generation goes."""
     if PIPELINE is None:
         raise gr.Error(WEIGHTS_NOTE.replace("**", ""))
     model = MODEL_CHOICES.get(model_choice)
@@ -125,18 +148,36 @@ def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_
         clip = load_reference(reference) if reference else None
     except (ValueError, TypeError) as exc:
         raise gr.Error(str(exc)) from exc
+
+    session = request.session_hash if request is not None and request.session_hash else str(id(request))
+    cancel = _cancels[session] = threading.Event()
+    started = time.monotonic()
+    result = None
+    skip = gr.skip()
     try:
-        result = synthesize(text, clip, exaggeration, cfg_weight, temperature, min_p, top_p,
-                            repetition_penalty, seed, bool(watermark), model)
+        for event in synthesize_stream(text, clip, exaggeration, cfg_weight, temperature, min_p, top_p,
+                                       repetition_penalty, seed, bool(watermark), model, cancel):
+            if event.result is not None:
+                result = event.result
+            elif event.audio.size:
+                done = event.chunk + 1 if event.audio.any() else event.chunk
+                yield ((SAMPLE_RATE, _pcm16(event.audio)), skip, skip, skip, skip,
+                       _progress_html(done, event.n_chunks, started))
     except (ValueError, loading.WeightsUnavailable, loading.CheckpointError) as exc:
         raise gr.Error(str(exc)) from exc
     except Exception as exc:  # keep serving; the log has the traceback
         log.exception("generation failed")
         raise gr.Error(f"generation failed ({exc.__class__.__name__}); please try again") from exc
-
+    finally:
+        _cancels.pop(session, None)
+    if result is None:
+        raise gr.Error("generation ended without audio; please try again")
     similarity = (round(SIMILARITY.score(clip.wav, REF_SR, result.wav, result.sample_rate), 3)
                   if clip and len(result.wav) else None)
-    return (result.sample_rate, result.wav), result.seed, similarity, _notes(result, clip, similarity)
+    full = (result.sample_rate, _pcm16(result.wav)) if len(result.wav) else None
+    yield (skip, full, result.seed, similarity, _notes(result, clip, similarity),
+           _progress_html(result.n_chunks if not result.stopped else 0, result.n_chunks, started)
+           if not result.stopped else "<div>stopped: the audio made so far is kept</div>")
 
 
 def _notes(result: Synthesis, clip: ReferenceClip | None, similarity: float | None) -> str:
@@ -151,8 +192,15 @@ def _notes(result: Synthesis, clip: ReferenceClip | None, similarity: float | No
     else:
         lines.append("Watermark off (turned off in the advanced options).")
     if result.hit_token_limit:
-        lines.append(f"⚠️ Stopped at the limit of {ARGS.max_new_tokens} speech tokens: the end of the text "
-                     "may be missing. Shorten the text.")
+        lines.append("⚠️ A part hit its speech-token limit before the model finished it: its end may be "
+                     "missing. Rephrase or shorten that sentence.")
+    if result.n_chunks > 1:
+        lines.append(f"Long text: spoken in {result.n_chunks} parts of at most {CHUNK_CHARS} characters.")
+    if result.loops_cut:
+        parts = ", ".join(str(i + 1) for i in result.loops_cut)
+        lines.append(f"⚠️ The model started repeating itself in part {parts}; that part was cut where the loop began.")
+    if result.stopped:
+        lines.append("⏹ Stopped on request: this is the audio made until then.")
     if result.unknown_characters:
         chars = " ".join(sorted(set(result.unknown_characters)))
         lines.append(f"⚠️ Characters the model cannot read were skipped: {chars}")
@@ -161,8 +209,10 @@ def _notes(result: Synthesis, clip: ReferenceClip | None, similarity: float | No
 
 def count_chars(text: str) -> str:
     n = len(text or "")
-    over = " — too long for one generation" if n > MAX_TEXT_CHARS else ""
-    return f"{n} / {MAX_TEXT_CHARS} characters{over}"
+    if n > MAX_TEXT_CHARS:
+        return f"{n} / {MAX_TEXT_CHARS} characters — too long for one request"
+    parts = f" · long text is spoken in parts of up to {CHUNK_CHARS}" if n > CHUNK_CHARS else ""
+    return f"{n} / {MAX_TEXT_CHARS} characters{parts}"
 
 
 def build_demo() -> gr.Blocks:
@@ -191,9 +241,14 @@ def build_demo() -> gr.Blocks:
                     repetition_penalty = gr.Slider(1.0, 2.0, value=1.2, step=0.1, label="Repetition penalty")
                     seed = gr.Number(value=0, precision=0, label="Seed (0 = random)")
                     watermark = gr.Checkbox(value=True, label="Perth watermark (imperceptible)")
-                button = gr.Button("Generate", variant="primary", elem_id="generate")
+                with gr.Row():
+                    button = gr.Button("Generate", variant="primary", elem_id="generate")
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop")
             with gr.Column():
-                audio = gr.Audio(label="Output", type="numpy", format="wav", elem_id="output",
+                live = gr.Audio(label="Live playback (starts while the rest is generated)", streaming=True,
+                                autoplay=True, interactive=False, elem_id="live")
+                progress = gr.HTML(elem_id="progress")
+                audio = gr.Audio(label="Full audio", type="numpy", format="wav", elem_id="output",
                                  interactive=False)
                 seed_used = gr.Number(label="Seed used", precision=0, interactive=False, elem_id="seed-used")
                 similarity = gr.Number(label="Speaker similarity", interactive=False, elem_id="similarity")
@@ -203,7 +258,8 @@ def build_demo() -> gr.Blocks:
         text.change(count_chars, text, counter, queue=False, api_visibility="private")
         button.click(generate, [text, reference, exaggeration, cfg_weight, temperature, min_p, top_p,
                                 repetition_penalty, seed, watermark, model],
-                     [audio, seed_used, similarity, notes], api_name="generate")
+                     [live, audio, seed_used, similarity, notes, progress], api_name="generate")
+        stop.click(request_stop, None, None, queue=False, api_name="stop")
     return demo
 
 
