@@ -1,0 +1,188 @@
+"""The Space in a real Chromium: type, upload a voice, move a slider, generate, play the result.
+
+Drives Debian's chromium through Playwright against the session's `app.py` (fake checkpoint,
+10-token cap; tests/app_server.py). Gradio renders audio players with wavesurfer, whose
+<audio> element lives in a shadow root, so the page scripts below search shadow roots.
+A screenshot of the finished page is saved to test-artifacts/app-screenshot.png.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+import pytest
+
+from app_server import ARTIFACTS, OUTPUT_SR, VOICES, AppServer, check_generated_audio, shared_server
+from models.tts import MAX_TEXT_CHARS
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+VIEWPORT = {"width": 1280, "height": 1000}
+PAGE_LOAD_MS = 60_000
+UI_MS = 15_000
+GENERATION_MS = 6 * 60_000
+VOICE = VOICES / "aishell_s0764_b.wav"
+TEXT = "Hello from the browser test."
+EXAGGERATION_STEPS = 3           # ArrowRight presses on the 0.05-step slider from 0.5
+SCREENSHOT = ARTIFACTS / "app-screenshot.png"
+FAILURE_SCREENSHOT = ARTIFACTS / "app-screenshot-failure.png"
+
+# The src of the first <audio> with one under `selector`, looking inside shadow roots.
+AUDIO_SRC_JS = """(selector) => {
+  const find = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      if (el.tagName === 'AUDIO' && el.src) return el.src;
+      if (el.shadowRoot) { const src = find(el.shadowRoot); if (src) return src; }
+    }
+    return null;
+  };
+  const host = document.querySelector(selector);
+  return host ? find(host) : null;
+}"""
+
+# The output's audio src once it has one, or the text of an error toast if one shows first.
+RESULT_OR_ERROR_JS = """() => {
+  const toast = document.querySelector('[data-testid="toast-body"].error');
+  if (toast) return {error: toast.innerText};
+  const src = (%s)('#output');
+  return src ? {src} : null;
+}""" % AUDIO_SRC_JS
+
+FETCH_BYTES_JS = """async (src) => {
+  const resp = await fetch(src);
+  return Array.from(new Uint8Array(await resp.arrayBuffer()));
+}"""
+
+# Load the audio in a fresh element and play it to the end (headless Chromium plays to a null sink).
+PLAY_JS = """async ([src, timeoutMs]) => {
+  const a = new Audio(src);
+  const waitFor = (ok) => new Promise((resolve) => {
+    a.addEventListener(ok, () => resolve(ok), {once: true});
+    a.addEventListener('error', () => resolve('error'), {once: true});
+    setTimeout(() => resolve('timeout'), timeoutMs);
+  });
+  const loaded = await waitFor('loadedmetadata');
+  const duration = a.duration;
+  let played;
+  try { const ended = waitFor('ended'); await a.play(); played = await ended; }
+  catch (e) { played = 'play() failed: ' + e; }
+  return {loaded, duration, played, currentTime: a.currentTime, error: a.error ? a.error.code : null};
+}"""
+
+
+@dataclass
+class Ui:
+    """One open page of the app and the uncaught script errors it has raised so far."""
+
+    page: sync_api.Page
+    js_errors: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def app(request, fake_ckpt) -> AppServer:
+    return shared_server(request.config, fake_ckpt)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} not found (./dev test installs Debian's chromium)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def ui(browser, app):
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.set_default_timeout(UI_MS)
+    session = Ui(page)
+    page.on("pageerror", lambda exc: session.js_errors.append(str(exc)))
+    page.goto(app.url, wait_until="domcontentloaded")
+    page.locator("#generate").wait_for(timeout=PAGE_LOAD_MS)
+    yield session
+    context.close()
+
+
+def counter_text(n: int) -> re.Pattern:
+    return re.compile(rf"^\s*{n} / {MAX_TEXT_CHARS} characters")
+
+
+def test_empty_text_shows_error_and_page_recovers(ui):
+    page = ui.page
+    page.locator("#text textarea").fill("")
+    expect(page.locator("#char-count")).to_have_text(counter_text(0))
+    page.locator("#generate").click()
+
+    toast = page.get_by_test_id("toast-body")
+    expect(toast).to_be_visible()
+    expect(toast).to_contain_text("Error")
+    expect(toast).to_contain_text("text is empty")
+    assert page.evaluate(AUDIO_SRC_JS, "#output") is None
+
+    # Still alive: the toast closes, and typing reaches the server and updates the counter.
+    toast.locator(".toast-close").click()
+    expect(toast).to_have_count(0)
+    page.locator("#text textarea").fill("Back again.")
+    expect(page.locator("#char-count")).to_have_text(counter_text(len("Back again.")))
+    expect(page.locator("#generate")).to_be_enabled()
+    assert ui.js_errors == []
+
+
+def test_generate_in_browser(ui, app, fake_ckpt):
+    page = ui.page
+    note = page.locator("#weights-note")
+    expect(note).to_contain_text("Test weights")
+    expect(note).to_contain_text(fake_ckpt.name)
+
+    page.locator("#text textarea").fill(TEXT)
+    expect(page.locator("#char-count")).to_have_text(counter_text(len(TEXT)))
+
+    page.locator("#reference input[type=file]").first.set_input_files(str(VOICE))
+    page.wait_for_function(AUDIO_SRC_JS, arg="#reference", timeout=UI_MS)
+
+    slider = page.locator("#exaggeration input[type=range]")
+    number = page.locator("#exaggeration input[type=number]")
+    expect(number).to_have_value("0.5")
+    slider.focus()
+    for _ in range(EXAGGERATION_STEPS):
+        slider.press("ArrowRight")
+    expect(number).to_have_value("0.65")
+    assert slider.input_value() == "0.65"
+
+    page.locator("#generate").click()
+    outcome = page.wait_for_function(RESULT_OR_ERROR_JS, timeout=GENERATION_MS).json_value()
+    if "error" in outcome:
+        page.screenshot(path=str(FAILURE_SCREENSHOT), full_page=True)
+        pytest.fail(f"generation failed (see {FAILURE_SCREENSHOT.name}): {outcome['error']}")
+    src = outcome["src"]
+    notes = page.locator("#notes")
+    expect(notes).to_contain_text("speech tokens")
+    notes_text = notes.inner_text()
+
+    wav = check_generated_audio(bytes(page.evaluate(FETCH_BYTES_JS, src)), notes_text, app.max_new_tokens)
+    playback = page.evaluate(PLAY_JS, [src, UI_MS])
+    assert playback["loaded"] == "loadedmetadata" and playback["error"] is None, playback
+    assert playback["duration"] == pytest.approx(len(wav) / OUTPUT_SR, abs=0.01), playback
+    assert playback["played"] == "ended", playback
+
+    similarity = float(page.locator("#similarity input").input_value())
+    assert -1.0 <= similarity <= 1.0
+    assert "Speaker similarity" in notes_text and f"{similarity:.3f}" in notes_text
+    shown_seed = page.locator("#seed-used input").input_value()
+    assert re.fullmatch(r"[1-9]\d*", shown_seed), f"seed used box shows {shown_seed!r}"
+
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert ui.js_errors == []
+    # Typing the shown seed back in must reproduce this audio, so it has to be exact.
+    noted_seed = re.search(r"seed (\d+)", notes_text).group(1)
+    assert shown_seed == noted_seed, f"seed box shows {shown_seed}, the generation used {noted_seed}"
