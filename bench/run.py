@@ -1,0 +1,339 @@
+"""Speed benchmark of the pipeline, optionally against the reference chatterbox-tts 0.1.7.
+
+    python bench/run.py --checkpoint DIR [--json FILE] [--smoke] [--modes NAME ...]
+                        [--reference-python PATH] [--voice WAV] [--device cpu|cuda]
+
+Every side (our default path, each fast mode, the reference) runs in its own process
+on the same workload (text, voice, seed, token counts, torch threads), so peak RSS and
+GPU memory are per side and one side's caches never warm another's. This process only
+orchestrates: it starts the workers, reads the JSON each prints as its last stdout
+line, prints a table and optionally writes everything to `--json`.
+Figures: model load, conditioning, T3 prefill and decode rate (CFG batch 2), S3Gen
+seconds per audio second (flow + vocoder, and the vocoder alone), end-to-end real-time
+factor, time to first audio, peak RSS, peak GPU memory (CUDA only).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE_WORKER = Path(__file__).resolve().parent / "reference_worker.py"
+PARITY_VOICE = REPO.parent / "shared" / "parity" / "ref_a.wav"
+ASSET_VOICE = REPO / "assets" / "voices" / "aishell_s0764_a.wav"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # workers import `models` from this checkout
+
+TEXT = "The quick brown fox jumps over the lazy dog, then naps in the warm afternoon sun."
+SEED = 1234
+TORCH_THREADS = 2           # both sides: the Space's CPU tier and the reference timings use 2
+SPEECH_CODES = 6561         # S3 codebook size: the ids S3Gen reads
+TOKEN_STRIDE = 2749         # spreads the fixed S3Gen input over the codebook (prime, so no short cycle)
+
+# Keys every side reports; `--json` consumers (and tests) rely on them.
+FIGURE_KEYS = ("t3_tokens_per_s", "s3gen_rtf", "e2e_rtf", "first_audio_s", "peak_rss_mb")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What every side is asked to do, so their figures compare.
+
+    Token counts are fixed (T3 decodes at most `t3_tokens`; the fake checkpoint reaches its
+    stop token only after ~60, so in practice exactly that many); S3Gen decodes a fixed
+    token list of `s3gen_tokens` ids (25 tokens = 1 s of audio).
+    """
+
+    text: str = TEXT
+    voice: str = ""
+    seed: int = SEED
+    threads: int = TORCH_THREADS
+    exaggeration: float = 0.5
+    cfg_weight: float = 0.5
+    t3_tokens: int = 40
+    s3gen_tokens: int = 50
+    e2e_tokens: int = 40
+
+    def s3gen_token_ids(self) -> list[int]:
+        return [(i * TOKEN_STRIDE) % SPEECH_CODES for i in range(self.s3gen_tokens)]
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "s3gen_token_ids": self.s3gen_token_ids()})
+
+
+SMOKE = dict(t3_tokens=3, s3gen_tokens=4, e2e_tokens=3)
+
+
+# --- fast modes --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Mode:
+    """One way of running our pipeline: how it is loaded and, if it streams, how soon audio comes.
+
+    `load(ckpt_dir, device)` returns a ready ChatterboxTTS (its time counts as model load,
+    so one-off work such as casting or compiling is charged there). `first_audio(tts,
+    workload, conditionals)` returns the seconds until the first audio samples exist; None
+    means the mode does not stream and the full non-streaming generation time is reported.
+    """
+
+    name: str
+    about: str
+    load: Callable | None = None
+    first_audio: Callable | None = None
+
+
+# When the pipeline streams, give BASELINE a `first_audio` that times the first chunk.
+BASELINE = Mode("baseline", "ChatterboxTTS.from_local, float32, non-streaming")
+
+# Fast modes register here (name -> Mode); `--modes` accepts exactly these names.
+MODES: dict[str, Mode] = {}
+
+
+# --- measuring one side (runs in a worker process) ---------------------------------------
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def timing_calls(obj, method: str, durations: list[float], sync: Callable[[], None]) -> Iterator[None]:
+    """Record the wall time of every call of `obj.method` made inside the block."""
+    original = getattr(obj, method)
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        out = original(*args, **kwargs)
+        sync()
+        durations.append(time.perf_counter() - start)
+        return out
+
+    setattr(obj, method, timed)
+    try:
+        yield
+    finally:
+        delattr(obj, method)  # the instance attribute hid the class method; removing it restores it
+
+
+def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None) -> dict:
+    import torch
+
+    from models.sampling import SamplingParams
+    from models.tts import SAMPLE_RATE, ChatterboxTTS
+
+    torch.set_num_threads(w.threads)
+    torch.set_grad_enabled(False)
+    device = torch.device(device_name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    sync = lambda: _sync(device)  # noqa: E731
+    out: dict = {"side": "ours", "mode": mode.name, "device": str(device), "torch": torch.__version__,
+                 "torch_threads": torch.get_num_threads()}
+
+    start = time.perf_counter()
+    tts = (mode.load or ChatterboxTTS.from_local)(ckpt, device)
+    sync()
+    out["load_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    conds = tts.prepare_conditionals(w.voice, exaggeration=w.exaggeration)
+    sync()
+    out["conditioning_s"] = time.perf_counter() - start
+
+    # T3: timestamps of a streamed generation split prefill (to the first token) from decoding.
+    text_tokens = tts.t3.frame_text(tts.tokenizer.tokenize(w.text).ids)
+    params = SamplingParams(cfg_weight=w.cfg_weight, max_new_tokens=w.t3_tokens)
+    generator = torch.Generator(device=device).manual_seed(w.seed)
+    stamps = []
+    start = time.perf_counter()
+    for _ in tts.t3.stream_tokens(conds.t3, text_tokens, params, generator):
+        stamps.append(time.perf_counter())  # int(token) inside the loop already synchronised
+    out["t3_prefill_s"] = stamps[0] - start
+    out["t3_tokens"] = len(stamps)
+    out["t3_method"] = "stream_tokens timestamps: prefill = call to first token; decode = later tokens"
+    out["t3_tokens_per_s"] = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else math.nan
+
+    # S3Gen on a fixed token list; the vocoder is timed inside the same call.
+    speech = torch.tensor(w.s3gen_token_ids(), dtype=torch.long)
+    generator = torch.Generator(device=device).manual_seed(w.seed)
+    vocoder: list[float] = []
+    with timing_calls(tts.s3gen.mel2wav, "inference", vocoder, sync):
+        start = time.perf_counter()
+        wav = tts.s3gen.inference(speech, conds.gen, generator=generator)
+        sync()
+        s3gen_s = time.perf_counter() - start
+    audio_s = wav.shape[-1] / SAMPLE_RATE
+    out.update(s3gen_s=s3gen_s, s3gen_audio_s=audio_s, s3gen_rtf=s3gen_s / audio_s,
+               vocoder_s=sum(vocoder), vocoder_rtf=sum(vocoder) / audio_s)
+
+    # End to end, as a request runs in the app (voice already prepared, watermark on).
+    start = time.perf_counter()
+    result = tts.synthesize(w.text, conds, exaggeration=w.exaggeration, cfg_weight=w.cfg_weight,
+                            seed=w.seed, max_new_tokens=w.e2e_tokens, watermark=True)
+    sync()
+    e2e_s = time.perf_counter() - start
+    out.update(e2e_s=e2e_s, e2e_audio_s=result.seconds, e2e_tokens=result.n_speech_tokens,
+               e2e_rtf=e2e_s / result.seconds, watermarked=result.watermarked)
+
+    if mode.first_audio is None:
+        out["first_audio_s"], out["first_audio_kind"] = e2e_s, "full_generation"
+    else:
+        out["first_audio_s"], out["first_audio_kind"] = mode.first_audio(tts, w, conds), "streaming"
+
+    out["peak_rss_mb"] = peak_rss_mb()
+    if device.type == "cuda":
+        out["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+# --- orchestration -----------------------------------------------------------------------
+
+ROWS = (  # key, label, better ("lower"/"higher")
+    ("load_s", "model load (s)", "lower"),
+    ("conditioning_s", "conditioning (s)", "lower"),
+    ("t3_prefill_s", "T3 prefill (s)", "lower"),
+    ("t3_tokens_per_s", "T3 decode (tokens/s, CFG)", "higher"),
+    ("s3gen_rtf", "S3Gen s per audio s", "lower"),
+    ("vocoder_rtf", "vocoder s per audio s", "lower"),
+    ("e2e_rtf", "end-to-end RTF", "lower"),
+    ("first_audio_s", "first audio (s)", "lower"),
+    ("peak_rss_mb", "peak RSS (MB)", "lower"),
+    ("gpu_peak_mb", "peak GPU memory (MB)", "lower"),
+)
+
+
+def run_worker(cmd: list[str], threads: int) -> dict:
+    """Run one side; its stderr passes through, its last stdout line is its JSON."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    if proc.returncode != 0 or not lines:
+        raise SystemExit(f"benchmark worker failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def format_table(results: dict) -> str:
+    columns = [("ours", results)] + [(name, r) for name, r in results.get("modes", {}).items()]
+    reference = results.get("reference")
+    header = ["figure"] + [name for name, _ in columns]
+    if reference:
+        header += ["reference"] + [f"{name}/ref" for name, _ in columns]
+    table = [header]
+    for key, label, better in ROWS:
+        if not any(key in r for _, r in columns) and not (reference and key in reference):
+            continue
+        row = [f"{label} [{better} is better]"] + [_fmt(r.get(key)) for _, r in columns]
+        if reference:
+            row.append(_fmt(reference.get(key)))
+            row += [_fmt(_ratio(r.get(key), reference.get(key)), ratio=True) for _, r in columns]
+        table.append(row)
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width)
+                       in enumerate(zip(row, widths))) for row in table]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def _loadavg() -> list[float] | None:
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def _ratio(a, b):
+    return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+
+
+def _fmt(value, ratio: bool = False) -> str:
+    if value is None:
+        return "-"
+    if ratio:
+        return f"{value:.2f}x"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="folder with the released layout")
+    parser.add_argument("--json", type=Path, help="write all figures to this file")
+    parser.add_argument("--smoke", action="store_true", help="tiny token counts (CI: checks every path, not speed)")
+    parser.add_argument("--modes", nargs="*", default=[], metavar="NAME",
+                        help=f"fast modes to time as well (known: {', '.join(MODES) or 'none yet'})")
+    parser.add_argument("--reference-python", type=Path,
+                        help="python of a virtualenv with chatterbox-tts==0.1.7, to time the reference too")
+    parser.add_argument("--voice", type=Path, help="reference clip (default: the parity kit's ref_a.wav)")
+    parser.add_argument("--device", help="our device (default: cuda if available, else cpu)")
+    parser.add_argument("--reference-device", default="cpu", help="the reference's device (default cpu)")
+    parser.add_argument("--worker", metavar="MODE", help=argparse.SUPPRESS)
+    parser.add_argument("--workload", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.modes if m not in MODES]
+    if unknown:
+        parser.error(f"unknown mode(s) {', '.join(map(repr, unknown))}; known modes: {', '.join(MODES) or 'none yet'}")
+    if args.reference_python and not args.reference_python.is_file():
+        parser.error(f"--reference-python {args.reference_python} does not exist (see bench/README.md)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        w = Workload(**{k: v for k, v in json.loads(args.workload).items() if k != "s3gen_token_ids"})
+        mode = BASELINE if args.worker == BASELINE.name else MODES[args.worker]
+        with contextlib.redirect_stdout(sys.stderr):  # only the JSON line goes to stdout
+            result = measure_ours(args.checkpoint, w, mode, args.device)
+        print(json.dumps(result), flush=True)
+        return 0
+
+    voice = args.voice or (PARITY_VOICE if PARITY_VOICE.is_file() else ASSET_VOICE)
+    if not voice.is_file():
+        raise SystemExit(f"voice clip not found: {voice}")
+    workload = Workload(voice=str(voice.resolve()))
+    if args.smoke:
+        workload = replace(workload, **SMOKE)
+    checkpoint = str(args.checkpoint.resolve())
+
+    def ours(mode: str) -> dict:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--checkpoint", checkpoint,
+               "--worker", mode, "--workload", workload.to_json()]
+        return run_worker(cmd + (["--device", args.device] if args.device else []), workload.threads)
+
+    print(f"benchmark: {'smoke' if args.smoke else 'full'} workload, {workload.threads} torch threads",
+          file=sys.stderr)
+    results = {"workload": json.loads(workload.to_json()), "checkpoint": checkpoint, "smoke": args.smoke,
+               "machine": {"cpus": os.cpu_count(), "platform": sys.platform, "loadavg_start": _loadavg()},
+               "modes_known": {name: m.about for name, m in MODES.items()}}
+    results.update(ours(BASELINE.name))
+    results["modes"] = {name: ours(name) for name in args.modes}
+    if args.reference_python:
+        results["reference"] = run_worker(
+            [str(args.reference_python), str(REFERENCE_WORKER), "--checkpoint", checkpoint,
+             "--device", args.reference_device, "--workload", workload.to_json()], workload.threads)
+
+    results["machine"]["loadavg_end"] = _loadavg()  # other jobs on the machine skew every figure
+    print(format_table(results))
+    kinds = {name: r.get("first_audio_kind") for name, r in
+             [("ours", results), *results["modes"].items(), ("reference", results.get("reference") or {})] if r}
+    print(f"first audio: {', '.join(f'{k} {v}' for k, v in kinds.items())}; "
+          f"x/ref = figure / reference figure; {workload.threads} torch threads, {os.cpu_count()} CPUs, "
+          f"load average {results['machine']['loadavg_start']} -> {results['machine']['loadavg_end']}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
