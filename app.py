@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from collections import OrderedDict
@@ -31,6 +32,8 @@ log = logging.getLogger("chatterbox-space")
 ASSETS = Path(__file__).resolve().parent / "assets"
 MODEL_CHOICES = {"English (Chatterbox)": "english", "German (Kartoffelbox)": "german"}
 VOICE_CACHE_SIZE = 16
+# Gradio encodes streamed audio with ffmpeg; without it only the full audio is shown.
+CAN_STREAM = bool(shutil.which("ffmpeg") and shutil.which("ffprobe"))
 
 
 def parse_args() -> argparse.Namespace:
@@ -161,8 +164,8 @@ def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_
                 result = event.result
             elif event.audio.size:
                 done = event.chunk + 1 if event.audio.any() else event.chunk
-                yield ((SAMPLE_RATE, _pcm16(event.audio)), skip, skip, skip, skip,
-                       _progress_html(done, event.n_chunks, started))
+                piece = (SAMPLE_RATE, _pcm16(event.audio)) if CAN_STREAM else skip
+                yield piece, skip, skip, skip, skip, _progress_html(done, event.n_chunks, started)
     except (ValueError, loading.WeightsUnavailable, loading.CheckpointError) as exc:
         raise gr.Error(str(exc)) from exc
     except Exception as exc:  # keep serving; the log has the traceback
@@ -246,7 +249,7 @@ def build_demo() -> gr.Blocks:
                     stop = gr.Button("Stop", variant="stop", elem_id="stop")
             with gr.Column():
                 live = gr.Audio(label="Live playback (starts while the rest is generated)", streaming=True,
-                                autoplay=True, interactive=False, elem_id="live")
+                                autoplay=True, interactive=False, elem_id="live", visible=CAN_STREAM)
                 progress = gr.HTML(elem_id="progress")
                 audio = gr.Audio(label="Full audio", type="numpy", format="wav", elem_id="output",
                                  interactive=False)

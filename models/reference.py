@@ -77,8 +77,9 @@ def _decode_file(path: Path) -> tuple[np.ndarray, int, int, float]:
                 wanted = min(frames, int(MAX_SECONDS_USED * rate))
             samples = f.read(wanted, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        # The library's message names the server-side path: keep it in the chained exception only.
         raise ReferenceAudioError(
-            f"could not decode {path.name!r} as audio (supported: wav, flac, ogg, mp3): {exc}") from exc
+            f"could not decode {path.name!r} as audio (supported: wav, flac, ogg, mp3)") from exc
     total = frames / rate if frames > 0 and rate > 0 else samples.shape[0] / max(rate, 1)
     return samples, rate, channels, total
 

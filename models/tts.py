@@ -305,6 +305,8 @@ class ChatterboxTTS:
                         stopped = True
                         break
                 decoding.close()
+                if stopped and pieces:
+                    break  # stop promptly; decode a cut chunk only when nothing was made yet
                 cut_by_limit = len(tokens) >= limit and tokens[-1] != STOP_SPEECH_TOKEN
                 hit_limit = hit_limit or (cut_by_limit and not stopped)
                 speech = drop_invalid_tokens(tokens)
