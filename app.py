@@ -163,7 +163,7 @@ def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_
             if event.result is not None:
                 result = event.result
             elif event.audio.size:
-                done = event.chunk + 1 if event.audio.any() else event.chunk
+                done = event.chunk + 1  # pieces (and the pause after them) come once their chunk is made
                 piece = (SAMPLE_RATE, _pcm16(event.audio)) if CAN_STREAM else skip
                 yield piece, skip, skip, skip, skip, _progress_html(done, event.n_chunks, started)
     except (ValueError, loading.WeightsUnavailable, loading.CheckpointError) as exc:

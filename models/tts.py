@@ -318,13 +318,14 @@ class ChatterboxTTS:
                     wav = trim_trailing_silence(wav, SAMPLE_RATE)  # no long gaps or stuck endings
                 if watermarked:
                     wav = self.watermarker.apply(wav, SAMPLE_RATE)
-                if pieces:
-                    pieces.append(pause)
-                    yield StreamEvent(pause, index, len(chunks))
                 pieces.append(wav)
                 yield StreamEvent(wav, index, len(chunks))
                 if stopped:
                     break
+                if index + 1 < len(chunks):
+                    # Sent right away: a player can start on a piece only once the next one arrives.
+                    pieces.append(pause)
+                    yield StreamEvent(pause, index, len(chunks))
         if not pieces and not stopped:
             raise RuntimeError("the model produced no speech tokens for this text; try another seed")
         full = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
