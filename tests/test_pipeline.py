@@ -124,3 +124,41 @@ def test_similarity_prefers_the_same_speaker():
     same = sim.score(a, sra, b, srb)
     assert same > sim.score(a, sra, other, sro) + 0.1
     assert same > sim.score(b, srb, other, sro) + 0.1
+
+
+@pytest.mark.slow
+def test_long_text_is_chunked_and_streamed_in_order(pipeline, voices):
+    from models.tts import CHUNK_CHARS, CHUNK_PAUSE_S
+
+    a, _ = voices
+    text = ("This sentence is one of many. " * 12).strip() + " The last one closes the text."
+    assert len(text) > CHUNK_CHARS
+    events = list(pipeline.stream(text, a, seed=5, max_new_tokens=3, watermark=False))
+    result = events[-1].result
+    assert result is not None and result.n_chunks == 2
+    audio = [e.audio for e in events[:-1]]
+    assert [e.chunk for e in events[:-1]] == sorted(e.chunk for e in events[:-1])
+    np.testing.assert_array_equal(np.concatenate(audio), result.wav)
+    pause = int(CHUNK_PAUSE_S * SAMPLE_RATE)
+    speech = [x for x in audio if np.any(x)]
+    assert len(result.wav) == sum(len(x) for x in speech) + pause * (len(speech) - 1)
+    assert result.hit_token_limit  # 3 tokens cannot say a sentence: reported, not hidden
+
+
+@pytest.mark.slow
+def test_cancel_stops_between_steps_and_keeps_partial_audio(pipeline, voices):
+    import threading as th
+
+    a, _ = voices
+    cancel = th.Event()
+    text = ("A sentence to speak. " * 14).strip() + " Another sentence follows here."
+    events = []
+    for event in pipeline.stream(text, a, seed=9, max_new_tokens=3, watermark=False, cancel=cancel):
+        events.append(event)
+        cancel.set()  # stop as soon as the first audio exists
+    result = events[-1].result
+    assert result.stopped and result.n_chunks == 2
+    assert 0 < len(result.wav) <= 3 * 960
+    # the pipeline is usable again right away
+    again = pipeline.synthesize("Short.", a, seed=9, max_new_tokens=3, watermark=False)
+    assert len(again.wav) > 0 and not again.stopped
