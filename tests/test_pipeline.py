@@ -162,3 +162,19 @@ def test_cancel_stops_between_steps_and_keeps_partial_audio(pipeline, voices):
     # the pipeline is usable again right away
     again = pipeline.synthesize("Short.", a, seed=9, max_new_tokens=3, watermark=False)
     assert len(again.wav) > 0 and not again.stopped
+
+
+@pytest.mark.slow
+def test_switching_model_swaps_only_t3(pipeline, voices, fake_ckpt):
+    # A second model whose T3 file holds the same weights: same seed, same audio, and
+    # the voice encoder and S3Gen objects stay the ones already loaded.
+    a, _ = voices
+    pipeline.t3_sources["german"] = lambda: fake_ckpt / "t3_cfg.safetensors"
+    s3gen, ve = pipeline.s3gen, pipeline.voice_encoder
+    english = pipeline.synthesize("Guten Tag.", a, seed=4, max_new_tokens=3, watermark=False)
+    german = pipeline.synthesize("Guten Tag.", a, seed=4, max_new_tokens=3, watermark=False, model="german")
+    assert pipeline.model == "german"
+    assert pipeline.s3gen is s3gen and pipeline.voice_encoder is ve
+    np.testing.assert_array_equal(english.wav, german.wav)
+    pipeline.synthesize("Guten Tag.", a, seed=4, max_new_tokens=1, watermark=False, model="english")
+    assert pipeline.model == "english"

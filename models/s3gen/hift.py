@@ -135,12 +135,20 @@ class SineSource(nn.Module):
         self.config = config
         self.l_linear = nn.Linear(config.nb_harmonics + 1, 1)
 
-    def forward(self, f0_up: torch.Tensor, draws: SourceDraws) -> tuple[torch.Tensor, torch.Tensor]:
-        """f0 at the sample rate (B, L) -> (source (B, L), uv (B, L))."""
+    def forward(self, f0_up: torch.Tensor, draws: SourceDraws,
+                start_cycles: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """f0 at the sample rate (B, L) -> (source (B, L), uv (B, L)).
+
+        `start_cycles` (B, H): the harmonics' phase, in cycles, accumulated before this
+        segment, so a waveform vocoded in pieces keeps one continuous phase (streaming).
+        """
         c = self.config
         f0 = f0_up.float()[:, None, :]  # phase accumulation stays float32 whatever the model dtype
         harmonic = torch.arange(1, c.nb_harmonics + 2, device=f0.device, dtype=f0.dtype)[:, None]
-        cycles = torch.cumsum(f0 * harmonic / c.sampling_rate, dim=-1) % 1  # (B, H, L)
+        cycles = torch.cumsum(f0 * harmonic / c.sampling_rate, dim=-1)  # (B, H, L)
+        if start_cycles is not None:
+            cycles = cycles + start_cycles.to(f0.device, f0.dtype)[..., None]
+        cycles = cycles % 1
         phases = draws.phases.to(f0.device, f0.dtype)
         phases = torch.cat([torch.zeros_like(phases[..., :1]), phases[..., 1:]], dim=-1)[..., None]
         sines = c.nsf_alpha * torch.sin(TWO_PI * cycles + phases)
