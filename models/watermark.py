@@ -34,9 +34,13 @@ class Watermarker:
     def apply(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
         if self._impl is None:
             raise RuntimeError(f"watermark unavailable: {self.reason}")
+        wav = np.asarray(wav, dtype=np.float32)
         with torch.inference_mode():
-            out = self._impl.apply_watermark(np.asarray(wav, dtype=np.float32), sample_rate=sample_rate)
-        return np.asarray(out, dtype=np.float32)
+            out = np.asarray(self._impl.apply_watermark(wav, sample_rate=sample_rate), dtype=np.float32)
+        # Perth's STFT framing drops a few trailing samples; keep the length (960 per token).
+        if len(out) < len(wav):
+            out = np.concatenate([out, np.zeros(len(wav) - len(out), dtype=np.float32)])
+        return out[: len(wav)]
 
     def detect(self, wav: np.ndarray, sample_rate: int) -> float:
         """Fraction of watermark bits detected (near 1 when present, near 0 when absent)."""
