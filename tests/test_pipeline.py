@@ -159,8 +159,12 @@ def test_cancel_stops_between_steps_and_keeps_partial_audio(pipeline, voices):
         events.append(event)
         cancel.set()  # stop as soon as the first audio exists
     result = events[-1].result
+    from models.tts import CHUNK_PAUSE_S
+
     assert result.stopped and result.n_chunks == 2
-    assert 0 < len(result.wav) <= 3 * 960
+    # the first chunk (<= 3 tokens) and the pause that was already streamed after it
+    assert 0 < len(result.wav) <= 3 * 960 + int(CHUNK_PAUSE_S * SAMPLE_RATE)
+    np.testing.assert_array_equal(np.concatenate([e.audio for e in events[:-1]]), result.wav)
     # the pipeline is usable again right away
     again = pipeline.synthesize("Short.", a, seed=9, max_new_tokens=3, watermark=False)
     assert len(again.wav) > 0 and not again.stopped
