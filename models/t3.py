@@ -4,6 +4,8 @@ Shapes: B batch (2 with classifier-free guidance: row 0 conditional, row 1 witho
 L sequence, C channels (1024), V speech vocabulary (8194).
 Input sequence of one row: [cond (34) | SOT text EOT (+ learned text positions) | BOS | BOS | t1 ...]
 where every BOS sits at speech position 0 and generated token k at speech position k.
+Decoding runs the backbone's layers in `forward_cached` over a preallocated KV cache;
+`forward` (the Hugging Face LlamaModel, no cache) is the oracle it is tested against.
 """
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from transformers import DynamicCache, LlamaConfig, LlamaModel
+from transformers import LlamaConfig, LlamaModel
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from .perceiver import Perceiver, PerceiverConfig
 from .sampling import (
@@ -29,6 +33,7 @@ STOP_TEXT_TOKEN = 0
 SPEECH_CODEBOOK_SIZE = 6561  # S3 tokenizer codes 0..6560 (3^8 FSQ levels); all S3Gen understands
 START_SPEECH_TOKEN = 6561
 STOP_SPEECH_TOKEN = 6562
+CPU_WEIGHT_BLOCK_BYTES = 2 * 2**20  # weight slice a CPU decoding step multiplies at once (stays in cache)
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,51 @@ class ConditioningEncoder(nn.Module):
         return torch.cat([speaker, prompt, emotion], dim=1)
 
 
+class KVCache:
+    """Keys and values of every backbone layer for one generation, allocated once.
+
+    keys, values: (layers, B, heads, capacity, head_dim), filled in place for positions
+    0..length-1 (no per-step concatenation). cos, sin: (capacity, head_dim) RoPE tables of
+    every position the generation can reach, computed once.
+    """
+
+    def __init__(self, t3: "T3", batch: int, capacity: int):
+        config = t3.tfmr.config
+        head_dim = config.hidden_size // config.num_attention_heads
+        shape = (config.num_hidden_layers, batch, config.num_attention_heads, capacity, head_dim)
+        self.keys = torch.empty(shape, device=t3.device, dtype=t3.dtype)
+        self.values = torch.empty(shape, device=t3.device, dtype=t3.dtype)
+        positions = torch.arange(capacity, device=t3.device)[None]
+        cos, sin = t3.tfmr.rotary_emb(self.keys, positions)
+        self.cos, self.sin = cos[0], sin[0]
+        self.length = 0
+
+
+def _linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`layer(x)` for x (B, T, C); a float32 decoding step on CPU as matrix-vector products.
+
+    For 2 rows, MKL's float32 GEMM packs the whole weight first and is 1.4-6x slower (worst
+    when the cores are shared) than matrix-vector products. Done block by block, the second
+    row's product finds the block in cache, so the weight is read from memory about once
+    (measured on 2 cores). Other dtypes, quantized layers and the prefill are faster whole;
+    autograd (never needed for decoding) cannot write into `out`.
+    """
+    batch, length = x.shape[:2]
+    cpu_float32_step = length == 1 and batch > 1 and x.is_cpu and x.dtype == torch.float32
+    if not (cpu_float32_step and isinstance(layer, nn.Linear)) or torch.is_grad_enabled():
+        return layer(x)
+    weight = layer.weight
+    block = max(1, CPU_WEIGHT_BLOCK_BYTES // (weight.shape[1] * weight.element_size()))
+    rows = x.reshape(batch, -1)
+    out = torch.empty(batch, weight.shape[0], dtype=x.dtype)
+    for start in range(0, weight.shape[0], block):
+        for b in range(batch):
+            torch.mv(weight[start : start + block], rows[b], out=out[b, start : start + block])
+    if layer.bias is not None:
+        out += layer.bias
+    return out[:, None]
+
+
 class T3(nn.Module):
     """Token-to-token model: text + voice conditioning -> speech tokens, one at a time.
 
@@ -251,6 +301,35 @@ class T3(nn.Module):
 
     # --- decoding -------------------------------------------------------------------
 
+    def forward_cached(self, inputs_embeds: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """The backbone over (B, T, C) at positions cache.length.., extending the cache.
+
+        Same layers and weights as `forward` (the oracle), run step by step: T > 1 only
+        for the prefill (from position 0, causal), T = 1 for a decoding step.
+        Returns final-normed hidden states (B, T, C).
+        """
+        x = inputs_embeds
+        batch, length, channels = x.shape
+        start, end = cache.length, cache.length + length
+        if length > 1 and start:
+            raise ValueError("only the prefill feeds several positions, and from position 0")
+        cos, sin = cache.cos[None, start:end], cache.sin[None, start:end]
+        for i, layer in enumerate(self.tfmr.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            h = layer.input_layernorm(x)
+            q, k, v = [_linear(proj, h).view(batch, length, -1, attn.head_dim).transpose(1, 2)
+                       for proj in (attn.q_proj, attn.k_proj, attn.v_proj)]  # (B, heads, T, head_dim)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            cache.keys[i, :, :, start:end] = k
+            cache.values[i, :, :, start:end] = v
+            a = F.scaled_dot_product_attention(q, cache.keys[i, :, :, :end], cache.values[i, :, :, :end],
+                                               is_causal=length > 1, scale=attn.scaling)
+            x = x + _linear(attn.o_proj, a.transpose(1, 2).reshape(batch, length, channels))
+            h = layer.post_attention_layernorm(x)
+            x = x + _linear(mlp.down_proj, mlp.act_fn(_linear(mlp.gate_proj, h)) * _linear(mlp.up_proj, h))
+        cache.length = end
+        return self.tfmr.norm(x)
+
     @torch.inference_mode()
     def stream_tokens(
         self,
@@ -265,43 +344,49 @@ class T3(nn.Module):
 
         `on_logits(step, logits)` sees the CFG-combined logits (1, V) of each step before
         any processing. `use_kv_cache=False` recomputes the whole sequence every step
-        (the slow oracle for tests).
+        with `forward` (the slow oracle for tests).
         """
         p = params or SamplingParams()
         if p.max_new_tokens > self.config.speech_positions:
             raise ValueError(f"max_new_tokens {p.max_new_tokens} exceeds {self.config.speech_positions} positions")
         use_cfg = p.cfg_weight > 0
         embeds = self.build_inputs(cond, text_tokens, with_cfg_row=use_cfg)
-        batch = embeds.shape[0]
+        batch, prompt_length = embeds.shape[:2]
 
-        # Prefill: the whole prompt through the backbone, filling the cache.
-        cache = DynamicCache(config=self.tfmr.config) if use_kv_cache else None
-        hidden = self.tfmr(inputs_embeds=embeds, past_key_values=cache, use_cache=use_kv_cache).last_hidden_state
-        seen = torch.full((1, 1), START_SPEECH_TOKEN, dtype=torch.long, device=self.device)
+        # Prefill: the whole prompt through the backbone, filling the cache. The last
+        # generated token is never fed back, hence the capacity.
+        if use_kv_cache:
+            cache = KVCache(self, batch, capacity=prompt_length + p.max_new_tokens - 1)
+            hidden = self.forward_cached(embeds, cache)
+        else:
+            hidden = self.forward(embeds)
+        seen = torch.full((1, p.max_new_tokens + 1), START_SPEECH_TOKEN, dtype=torch.long, device=self.device)
+        positions = self.speech_pos_emb.emb.weight
 
         for step in range(p.max_new_tokens):
-            logits = self.speech_head(hidden[:, -1])  # (B, V)
+            logits = _linear(self.speech_head, hidden[:, -1:])[:, 0].float()  # (B, V); sampling in float32
             if use_cfg:
                 cond_logits, uncond_logits = logits[0:1], logits[1:2]
                 logits = cond_logits + p.cfg_weight * (cond_logits - uncond_logits)
             if on_logits is not None:
                 on_logits(step, logits)
 
-            logits = apply_repetition_penalty(logits, seen, p.repetition_penalty)  # BOS included
+            logits = apply_repetition_penalty(logits, seen[:, : step + 1], p.repetition_penalty)  # BOS included
             logits = apply_temperature(logits, p.temperature)
             logits = min_p_filter(logits, p.min_p)
             logits = top_p_filter(logits, p.top_p)
             token = sample_token(logits.softmax(dim=-1), generator, greedy=p.greedy)  # (1, 1)
-            seen = torch.cat([seen, token], dim=1)
-            yield int(token)
-            if int(token) == STOP_SPEECH_TOKEN or step + 1 == p.max_new_tokens:
+            seen[:, step + 1 : step + 2] = token
+            # The one host transfer of a step: the caller streams ints (and we check the stop).
+            token_id = int(token)
+            yield token_id
+            if token_id == STOP_SPEECH_TOKEN or step + 1 == p.max_new_tokens:
                 return
 
             # Feed the token back to both rows at speech position step + 1.
-            step_embeds = self.speech_emb(token) + self.speech_pos_emb(step + 1, 1)  # (1, 1, C)
-            step_embeds = step_embeds.expand(batch, -1, -1)
+            step_embeds = (self.speech_emb(token) + positions[step + 1]).expand(batch, -1, -1)  # (B, 1, C)
             if use_kv_cache:
-                hidden = self.tfmr(inputs_embeds=step_embeds, past_key_values=cache, use_cache=True).last_hidden_state
+                hidden = self.forward_cached(step_embeds, cache)
             else:
                 embeds = torch.cat([embeds, step_embeds], dim=1)
                 hidden = self.forward(embeds)

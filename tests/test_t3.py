@@ -9,15 +9,18 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from models.sampling import SamplingParams
 from models.t3 import (
     START_SPEECH_TOKEN,
     STOP_SPEECH_TOKEN,
+    KVCache,
     T3,
     T3Cond,
     T3Config,
+    _linear,
     drop_invalid_tokens,
 )
 
@@ -57,9 +60,10 @@ def text(model: T3, n: int = 5) -> torch.Tensor:
 
 
 def record_backbone_inputs(model: T3) -> tuple[list[tuple[int, ...]], object]:
+    """Shapes of what enters the first backbone layer, cached or not."""
     shapes: list[tuple[int, ...]] = []
-    hook = model.tfmr.register_forward_pre_hook(
-        lambda mod, args, kwargs: shapes.append(tuple(kwargs["inputs_embeds"].shape)), with_kwargs=True)
+    hook = model.tfmr.layers[0].input_layernorm.register_forward_pre_hook(
+        lambda mod, args: shapes.append(tuple(args[0].shape)))
     return shapes, hook
 
 
@@ -130,6 +134,28 @@ def test_kv_cache_decoding_equals_full_recompute(tiny, cond):
     assert len(cached) == GREEDY.max_new_tokens and cached == naive
     assert len(set(cached)) > 1
     torch.testing.assert_close(cached_logits, naive_logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_blockwise_decoding_linear_equals_the_layer(bias):
+    torch.manual_seed(0)
+    layer = nn.Linear(300, 5000, bias=bias)  # 5000 rows: several blocks and a partial last one
+    x = torch.randn(2, 1, 300)
+    with torch.no_grad():
+        out = _linear(layer, x)
+        assert out.shape == (2, 1, 5000)
+        torch.testing.assert_close(out, layer(x), atol=1e-5, rtol=1e-5)
+    assert _linear(layer, x).requires_grad  # with autograd on, the layer itself runs
+
+
+def test_cached_backbone_refuses_a_multi_position_step(tiny, cond):
+    embeds = tiny.build_inputs(cond, text(tiny), with_cfg_row=True)
+    cache = KVCache(tiny, batch=2, capacity=embeds.shape[1] + 4)
+    with torch.no_grad():
+        tiny.forward_cached(embeds, cache)
+        assert cache.length == embeds.shape[1]
+        with pytest.raises(ValueError, match="prefill"):
+            tiny.forward_cached(embeds[:, :2], cache)
 
 
 def test_cfg_logits_combine_both_rows(tiny, cond):

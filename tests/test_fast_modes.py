@@ -1,0 +1,143 @@
+"""Opt-in fast modes on tiny random models: each runs, stays close to the default, and refuses
+what it cannot do (unknown names, fp16/compile on CPU, changing dtype after int8)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from models.fast_modes import FAST_MODES, FEWER_FLOW_STEPS, ModeError, apply_mode, compile_
+from models.s3gen.s3gen import S3Gen
+from models.sampling import SamplingParams
+from models.t3 import T3, T3Cond, T3Config
+
+TINY = T3Config(
+    text_tokens_dict_size=260,  # must hold SOT (255)
+    max_text_tokens=16,
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=128,
+)
+GREEDY = SamplingParams(max_new_tokens=6, greedy=True)
+
+
+def tiny_t3() -> T3:
+    """A fresh tiny T3 (modes change it in place); same weights on every call."""
+    torch.manual_seed(0)
+    model = T3(TINY).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    return model
+
+
+@pytest.fixture
+def cond() -> T3Cond:
+    g = torch.Generator().manual_seed(1)
+    return T3Cond(torch.randn(1, 256, generator=g), torch.randint(0, 6561, (1, 20), generator=g), 0.7)
+
+
+def decode(model: T3, cond: T3Cond) -> tuple[list[int], torch.Tensor]:
+    """Greedy tokens and the CFG logits of every step."""
+    logits: list[torch.Tensor] = []
+    text = model.frame_text(torch.arange(1, 6))
+    tokens = list(model.stream_tokens(cond, text, GREEDY, on_logits=lambda step, l: logits.append(l.clone())))
+    return tokens, torch.cat(logits)
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0))
+
+
+def test_int8_quantizes_backbone_only_and_stays_close(cond):
+    model = tiny_t3()
+    tokens, logits = decode(model, cond)
+    apply_mode(model, "int8")
+    assert not any(isinstance(m, nn.Linear) for m in model.tfmr.layers.modules())
+    assert isinstance(model.speech_head, nn.Linear) and model.speech_head.weight.dtype == torch.float32
+    q_tokens, q_logits = decode(model, cond)
+    assert len(q_tokens) == GREEDY.max_new_tokens
+    assert all(0 <= t < TINY.speech_tokens_dict_size for t in q_tokens)
+    assert q_tokens[0] == tokens[0]
+    assert cosine(q_logits[0], logits[0]) > 0.99  # quantization error, not a different model
+    with pytest.raises(ModeError, match="already quantized"):
+        apply_mode(model, "bf16")
+
+
+def test_bf16_runs_in_bfloat16_and_samples_in_float32(cond):
+    model = tiny_t3()
+    tokens, logits = decode(model, cond)
+    apply_mode(SimpleNamespace(t3=model), "bf16")  # a pipeline-like target
+    assert model.dtype == torch.bfloat16 and model.tfmr.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    b_tokens, b_logits = decode(model, cond)
+    assert b_logits.dtype == torch.float32
+    assert len(b_tokens) == GREEDY.max_new_tokens and b_tokens[0] == tokens[0]
+    assert cosine(b_logits[0], logits[0]) > 0.99
+
+
+def test_gpu_only_modes_are_refused_on_cpu_without_changes():
+    model = tiny_t3()
+    with pytest.raises(ModeError, match="CUDA"):
+        apply_mode(model, "fp16")
+    with pytest.raises(ModeError, match="CUDA"):
+        apply_mode(model, "compile")
+    assert model.dtype == torch.float32 and "forward_cached" not in vars(model)
+
+
+def test_unknown_mode_and_wrong_target_are_refused():
+    with pytest.raises(ModeError, match="known: int8"):
+        apply_mode(tiny_t3(), "int4")
+    with pytest.raises(ModeError, match="S3Gen"):
+        apply_mode(tiny_t3(), "fewer_flow_steps")
+    assert set(FAST_MODES) == {"int8", "bf16", "fp16", "fewer_flow_steps", "compile"}
+
+
+def test_fewer_flow_steps_reaches_the_flow_solver():
+    with torch.device("meta"):
+        s3gen = S3Gen()
+    steps: list[int] = []
+    s3gen.flow.inference = lambda *args, n_timesteps, **kwargs: steps.append(n_timesteps) or torch.zeros(1, 80, 8)
+    s3gen.mel2wav.inference = lambda mel, generator=None: torch.zeros(1, 4 * 480)
+    tokens = torch.arange(4)
+    s3gen.inference(tokens, SimpleNamespace(prompt_token=None, prompt_feat=None, embedding=None))
+    apply_mode(SimpleNamespace(s3gen=s3gen), "fewer_flow_steps")
+    s3gen.inference(tokens, SimpleNamespace(prompt_token=None, prompt_feat=None, embedding=None))
+    assert steps == [10, FEWER_FLOW_STEPS]
+
+
+def test_compiled_step_is_one_graph_and_matches_eager(cond):
+    from torch._dynamo.utils import counters
+
+    model = tiny_t3()
+    tokens, logits = decode(model, cond)
+    torch._dynamo.reset()
+    counters.clear()
+    compile_(model, backend="eager")  # graph capture only: inductor codegen is for GPUs
+    try:
+        c_tokens, c_logits = decode(model, cond)
+        # Every step reuses one graph: no graph breaks, no recompiling as the cache grows.
+        assert counters["stats"]["unique_graphs"] == 1 and not counters["unimplemented"]
+    finally:
+        torch._dynamo.reset()
+    assert c_tokens == tokens
+    torch.testing.assert_close(c_logits, logits, atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_flow_estimator_matches_eager():
+    from test_flow import reference_inputs, tiny_flow
+
+    flow = tiny_flow()
+    inputs = reference_inputs(n_tokens=10)
+    noise = torch.randn(8, 2 * (6 + 10), generator=torch.Generator().manual_seed(2))
+    mel = flow.inference(**inputs, noise=noise, n_timesteps=2)
+    torch._dynamo.reset()
+    compile_(SimpleNamespace(s3gen=SimpleNamespace(flow=flow, device=torch.device("cpu"))), backend="eager")
+    try:
+        compiled = flow.inference(**inputs, noise=noise, n_timesteps=2)
+    finally:
+        torch._dynamo.reset()
+    assert "forward" in vars(flow.decoder.estimator)  # the instance now runs the compiled forward
+    torch.testing.assert_close(compiled, mel, atol=1e-5, rtol=1e-5)
