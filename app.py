@@ -50,7 +50,11 @@ def parse_args() -> argparse.Namespace:
                    help="generations running at once")
     p.add_argument("--max-new-tokens", type=int, default=int(env("CHATTERBOX_MAX_NEW_TOKENS", str(MAX_NEW_TOKENS))),
                    help="cap on speech tokens per generation (25 per second of audio)")
+    p.add_argument("--first-block", type=int, default=int(env("CHATTERBOX_FIRST_BLOCK", "20")),
+                   help="speech tokens decoded before live playback starts (the first streamed block)")
     args, _ = p.parse_known_args()
+    if args.first_block < 1:
+        p.error(f"--first-block must be >= 1, got {args.first_block}")
     return args
 
 
@@ -111,7 +115,8 @@ def synthesize_stream(text: str, clip: ReferenceClip | None, exaggeration: float
     yield from PIPELINE.stream(text, conds, exaggeration=exaggeration, cfg_weight=cfg_weight,
                                temperature=temperature, min_p=min_p, top_p=top_p,
                                repetition_penalty=repetition_penalty, seed=seed, model=model,
-                               watermark=watermark, max_new_tokens=ARGS.max_new_tokens, cancel=cancel)
+                               watermark=watermark, max_new_tokens=ARGS.max_new_tokens, cancel=cancel,
+                               **(PIPELINE.live_streaming(ARGS.first_block) if CAN_STREAM else {}))
 
 
 _cancels: dict[str, threading.Event] = {}
@@ -163,7 +168,7 @@ def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_
             if event.result is not None:
                 result = event.result
             elif event.audio.size:
-                done = event.chunk + 1  # pieces (and the pause after them) come once their chunk is made
+                done = event.chunk + event.chunk_done
                 piece = (SAMPLE_RATE, _pcm16(event.audio)) if CAN_STREAM else skip
                 yield piece, skip, skip, skip, skip, _progress_html(done, event.n_chunks, started)
     except (ValueError, loading.WeightsUnavailable, loading.CheckpointError) as exc:

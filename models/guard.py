@@ -105,6 +105,18 @@ class RunawayGuard:
             self.loop = Loop(step=step, period=found, start=step - (self._runs[found] + found) + 1)
         return self.loop
 
+    @property
+    def safe(self) -> int:
+        """How many leading tokens no loop found later can cut (`Loop.keep` will be >= this).
+
+        A loop of period p cuts back to where p's current run of repeats began, so tokens
+        before the longest current run are final. Streaming releases only these to the
+        decoder: on normal speech runs are short, so little is held back.
+        """
+        if self.loop is not None:
+            return self.loop.keep
+        return self._steps - max(self._runs)
+
 
 def take_until_loop(tokens: Iterable[int], config: GuardConfig | None = None) -> tuple[list[int], Loop | None]:
     """Consume a token stream until it ends or loops; a looping stream is closed and cut to `keep`.
@@ -141,14 +153,25 @@ def max_tokens_for_text(n_chars: int, cap: int = MAX_NEW_TOKENS) -> int:
     return min(cap, math.ceil(seconds * S3_TOKEN_RATE))
 
 
+def frame_rms(wav: np.ndarray, sample_rate: int) -> np.ndarray:
+    """RMS of each TRIM_FRAME_S frame of 1-D `wav` (the last frame zero-padded)."""
+    frame = max(1, round(TRIM_FRAME_S * sample_rate))
+    n_frames = math.ceil(len(wav) / frame)
+    padded = np.zeros(n_frames * frame, dtype=np.float64)
+    padded[:len(wav)] = wav
+    return np.sqrt(np.mean(padded.reshape(n_frames, frame) ** 2, axis=1))
+
+
 def trim_trailing_silence(wav: np.ndarray, sample_rate: int, threshold_db: float = -50.0,
-                          keep_s: float = 0.1) -> np.ndarray:
+                          keep_s: float = 0.1, peak_rms: float = 0.0) -> np.ndarray:
     """`wav` (1-D) without its silent tail, keeping `keep_s` after the last sound (a view).
 
     A 20 ms frame is sound if its RMS is within `threshold_db` of the loudest frame's: -50 dB
     keeps soft word endings (fricatives, breathy decays sit ~20-40 dB down) and removes
     vocoder hiss and silence. Everything up to the end of the last sound frame is kept,
-    so speech is never cut; silent or empty audio is returned unchanged.
+    so speech is never cut; silent or empty audio is returned unchanged. `peak_rms` is the
+    loudest frame RMS of audio before `wav` (the tail of a streamed chunk is measured against
+    the whole chunk, not against itself).
     """
     wav = np.asarray(wav)
     if wav.ndim != 1:
@@ -158,12 +181,10 @@ def trim_trailing_silence(wav: np.ndarray, sample_rate: int, threshold_db: float
     if len(wav) == 0:
         return wav
     frame = max(1, round(TRIM_FRAME_S * sample_rate))
-    n_frames = math.ceil(len(wav) / frame)
-    padded = np.zeros(n_frames * frame, dtype=np.float64)
-    padded[:len(wav)] = wav
-    rms = np.sqrt(np.mean(padded.reshape(n_frames, frame) ** 2, axis=1))
-    if rms.max() == 0:
+    rms = frame_rms(wav, sample_rate)
+    peak = max(float(rms.max()), float(peak_rms))
+    if peak == 0:
         return wav
-    sound = np.flatnonzero(rms >= rms.max() * 10 ** (threshold_db / 20))
-    end = (int(sound[-1]) + 1) * frame + round(keep_s * sample_rate)
+    sound = np.flatnonzero(rms >= peak * 10 ** (threshold_db / 20))
+    end = ((int(sound[-1]) + 1) * frame if len(sound) else 0) + round(keep_s * sample_rate)
     return wav[:min(len(wav), end)]

@@ -7,6 +7,7 @@ A request's state lives in immutable `Conditionals` and a per-request
 """
 from __future__ import annotations
 
+import hashlib
 import secrets
 import threading
 from contextlib import contextmanager
@@ -19,10 +20,12 @@ import torch
 
 from . import loading
 from .audio import resample
+from .chunk_audio import BlockChunk, WholeChunk
 from .chunking import chunk_seed, split_text
 from .guard import RunawayGuard, max_tokens_for_text, trim_trailing_silence
 from .reference import ReferenceClip, load_reference
 from .s3gen.s3gen import S3GEN_SR, S3_SR, ReferenceEmbedding
+from .s3gen.streaming import StreamConfig
 from .sampling import SamplingParams
 from .t3 import T3Cond, drop_invalid_tokens, STOP_SPEECH_TOKEN
 from .watermark import Watermarker
@@ -104,6 +107,13 @@ class StreamEvent:
     chunk: int                 # index of the text chunk the samples belong to
     n_chunks: int
     result: Synthesis | None = None
+    chunk_done: bool = False   # the chunk's last audio (or the pause after it)
+
+
+def noise_seed(seed: int, chunk: int) -> int:
+    """Seed of S3Gen's noise for chunk `chunk` in token-block mode (T3 keeps `chunk_seed`'s generator)."""
+    digest = hashlib.blake2b(f"{int(seed)}/{int(chunk)}/s3gen-noise".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
 
 
 def check_generation_args(text: str, exaggeration: float, cfg_weight: float, temperature: float,
@@ -221,6 +231,26 @@ class ChatterboxTTS:
                 self._active -= 1
                 self._cv.notify_all()
 
+    def live_streaming(self, first_block: int | None = None) -> dict:
+        """`stream` keywords for live playback on this device.
+
+        Every block reruns the flow over the voice prompt and all tokens so far. A GPU does
+        that many times faster than real time, so each chunk streams in growing blocks and
+        playback need not stall. On a CPU generation is slower than real time whatever
+        the blocks, so only the first chunk streams, with one early block to cut the time
+        to first audio, and everything after it is decoded whole: one extra flow pass over
+        the prompt and the first block (growing blocks would rerun the flow ~6 times per chunk).
+        """
+        if self.device.type == "cuda":
+            config = StreamConfig()
+            chunks = None
+        else:
+            config = StreamConfig(block=MAX_NEW_TOKENS, max_block=MAX_NEW_TOKENS)
+            chunks = 1
+        if first_block is not None:
+            config = replace(config, first_block=first_block)
+        return {"token_blocks": config, "block_chunks": chunks}
+
     # --- per request -------------------------------------------------------------------
 
     @torch.inference_mode()
@@ -253,6 +283,8 @@ class ChatterboxTTS:
         watermark: bool = True,
         max_new_tokens: int = MAX_NEW_TOKENS,
         cancel: threading.Event | None = None,
+        token_blocks: StreamConfig | None = None,
+        block_chunks: int | None = None,
     ) -> Iterator[StreamEvent]:
         """Speak `text` chunk by chunk, yielding audio as soon as each piece exists.
 
@@ -260,6 +292,12 @@ class ChatterboxTTS:
         generated with the same voice and its own seed-derived generator (chunk 0 uses
         `seed` itself, so short text sounds as without chunking). The last event carries
         the whole result. Setting `cancel` (or closing the iterator) stops between steps.
+
+        With `token_blocks`, S3Gen decodes each chunk in token blocks while T3 runs, so audio
+        starts after the first block instead of the first chunk (`chunk_audio.BlockChunk`:
+        same tokens, slightly different audio); without, each chunk is decoded whole, as the
+        reference does. `block_chunks` limits block decoding to the first chunks (None: all);
+        `live_streaming` gives both for this device.
         """
         check_generation_args(text, exaggeration, cfg_weight, temperature, min_p, top_p,
                               repetition_penalty, seed)
@@ -279,6 +317,7 @@ class ChatterboxTTS:
         pieces: list[np.ndarray] = []
         n_tokens, hit_limit, loops, stopped = 0, False, [], False
         watermarked = watermark and self.watermarker.available
+        marker = self.watermarker if watermarked else None
 
         # No inference_mode around the yields (it would leak into the caller's thread);
         # T3 and S3Gen enter it themselves.
@@ -291,7 +330,15 @@ class ChatterboxTTS:
                 limit = min(max_new_tokens, max_tokens_for_text(len(chunk.normalized_text), MAX_NEW_TOKENS))
                 params = SamplingParams(temperature=temperature, repetition_penalty=repetition_penalty,
                                         min_p=min_p, top_p=top_p, cfg_weight=cfg_weight, max_new_tokens=limit)
+                if token_blocks is None or (block_chunks is not None and index >= block_chunks):
+                    audio = WholeChunk(self.s3gen, conditionals.gen, generator, marker, SAMPLE_RATE)
+                else:
+                    noise = torch.Generator(device=self.device).manual_seed(noise_seed(seed, index))
+                    audio = BlockChunk(self.s3gen, conditionals.gen, noise, marker, SAMPLE_RATE,
+                                       replace(token_blocks, max_tokens=limit))
+                made = len(pieces)
                 tokens: list[int] = []
+                released = 0  # tokens handed to `audio`: only those the guard can no longer cut
                 guard = RunawayGuard()
                 decoding = self.t3.stream_tokens(conditionals.t3, self.t3.frame_text(chunk.ids), params, generator)
                 for token in decoding:
@@ -304,28 +351,27 @@ class ChatterboxTTS:
                     if cancel is not None and cancel.is_set():
                         stopped = True
                         break
+                    for wav in audio.push(tokens[released:guard.safe]):
+                        pieces.append(wav)
+                        yield StreamEvent(wav, index, len(chunks))
+                    released = max(released, guard.safe)
                 decoding.close()
                 if stopped and pieces:
-                    break  # stop promptly; decode a cut chunk only when nothing was made yet
+                    break  # stop promptly; finish a cut chunk only when nothing was made yet
                 cut_by_limit = len(tokens) >= limit and tokens[-1] != STOP_SPEECH_TOKEN
                 hit_limit = hit_limit or (cut_by_limit and not stopped)
-                speech = drop_invalid_tokens(tokens)
-                if speech.numel() == 0:
-                    continue
-                n_tokens += int(speech.numel())
-                wav = self.s3gen.inference(speech, conditionals.gen, generator=generator).float().cpu().numpy()
-                if len(chunks) > 1 or cut_by_limit or (loops and loops[-1] == index):
-                    wav = trim_trailing_silence(wav, SAMPLE_RATE)  # no long gaps or stuck endings
-                if watermarked:
-                    wav = self.watermarker.apply(wav, SAMPLE_RATE)
-                pieces.append(wav)
-                yield StreamEvent(wav, index, len(chunks))
+                n_tokens += int(drop_invalid_tokens(tokens).numel())
+                trim = len(chunks) > 1 or cut_by_limit or (loops and loops[-1] == index)
+                tail = audio.push(tokens[released:]) + audio.finish(trim=bool(trim))
+                for i, wav in enumerate(tail):
+                    pieces.append(wav)
+                    yield StreamEvent(wav, index, len(chunks), chunk_done=i == len(tail) - 1)
                 if stopped:
                     break
-                if index + 1 < len(chunks):
+                if index + 1 < len(chunks) and len(pieces) > made:
                     # Sent right away: a player can start on a piece only once the next one arrives.
                     pieces.append(pause)
-                    yield StreamEvent(pause, index, len(chunks))
+                    yield StreamEvent(pause, index, len(chunks), chunk_done=True)
         if not pieces and not stopped:
             raise RuntimeError("the model produced no speech tokens for this text; try another seed")
         full = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)

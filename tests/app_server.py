@@ -103,7 +103,8 @@ def _die_with_parent() -> None:
 
 
 def start_server(checkpoint: Path, max_new_tokens: int = MAX_NEW_TOKENS,
-                 ready_timeout_s: float = READY_TIMEOUT_S) -> AppServer:
+                 ready_timeout_s: float = READY_TIMEOUT_S, extra_args: tuple[str, ...] = (),
+                 log_path: Path = LOG_PATH) -> AppServer:
     """Start app.py on the fake checkpoint and return once its page answers 200."""
     ARTIFACTS.mkdir(exist_ok=True)
     port = free_port()
@@ -111,14 +112,14 @@ def start_server(checkpoint: Path, max_new_tokens: int = MAX_NEW_TOKENS,
     env = dict(os.environ, PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False",
                HF_HUB_OFFLINE="1", GRADIO_TEMP_DIR=str(temp_dir))
     cmd = [sys.executable, str(REPO / "app.py"), "--checkpoint", str(checkpoint), "--host", "127.0.0.1",
-           "--port", str(port), "--max-new-tokens", str(max_new_tokens), "--concurrency", "1"]
-    log_file = LOG_PATH.open("w", encoding="utf-8")
+           "--port", str(port), "--max-new-tokens", str(max_new_tokens), "--concurrency", "1", *extra_args]
+    log_file = log_path.open("w", encoding="utf-8")
     log_file.write(f"$ {' '.join(cmd)}\n")
     log_file.flush()
     process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True,
                                preexec_fn=_die_with_parent)
-    server = AppServer(f"http://127.0.0.1:{port}", process, LOG_PATH, max_new_tokens, temp_dir, log_file)
+    server = AppServer(f"http://127.0.0.1:{port}", process, log_path, max_new_tokens, temp_dir, log_file)
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
         if not server.alive():

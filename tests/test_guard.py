@@ -196,3 +196,49 @@ def test_audio_without_silent_tail_is_unchanged():
     assert len(trim_trailing_silence(np.zeros(0, np.float32), SR)) == 0
     with pytest.raises(ValueError):
         trim_trailing_silence(np.zeros((2, 10)), SR)
+
+
+def test_safe_prefix_is_never_cut_and_lags_little_on_speech():
+    # Streaming hands the decoder only guard.safe tokens; a later loop must not cut into them.
+    config = GuardConfig(max_period=6, min_loop_s=0.4, min_repeats=2)
+    cut_streams = 0
+    for seed in range(200):
+        rng = random.Random(seed)
+        stream = []
+        while len(stream) < 150:
+            if rng.random() < 0.3:
+                stream += [rng.randrange(4) for _ in range(rng.randint(1, 7))] * rng.randint(1, 4)
+            else:
+                stream.append(rng.randrange(8))
+        guard, safe = RunawayGuard(config), []
+        for token in stream:
+            loop = guard.push(token)
+            if loop is not None:
+                cut_streams += 1
+                assert max(safe, default=0) <= loop.keep, seed
+                assert guard.safe == loop.keep
+                break
+            safe.append(guard.safe)
+            assert 0 <= guard.safe <= len(safe)
+        assert safe == sorted(safe)  # never moves back
+    assert cut_streams > 50  # the check above ran on many loops
+
+    rng = random.Random(1)
+    guard = RunawayGuard()
+    lags = []
+    for n, token in enumerate(_speechlike_stream(rng, MAX_NEW_TOKENS), start=1):
+        assert guard.push(token) is None
+        lags.append(n - guard.safe)
+    # Held back only while something repeats: pauses (runs of the silence code) up to 1 s.
+    assert np.median(lags) <= 1 and max(lags) <= S3_TOKEN_RATE
+
+
+def test_tail_is_trimmed_against_the_loudness_before_it():
+    rng = np.random.default_rng(0)
+    hiss = (rng.standard_normal(SR) * 1e-4).astype(np.float32)
+    # Alone, hiss is its own loudest frame and stays; after speech at RMS 0.1 it is silence.
+    assert len(trim_trailing_silence(hiss, SR)) == SR
+    assert len(trim_trailing_silence(hiss, SR, keep_s=0.1, peak_rms=0.1)) == round(0.1 * SR)
+    loud = hiss.copy()
+    loud[: SR // 2] = 0.1
+    assert len(trim_trailing_silence(loud, SR, keep_s=0.0, peak_rms=0.05)) == SR // 2

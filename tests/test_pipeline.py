@@ -184,3 +184,31 @@ def test_switching_model_swaps_only_t3(pipeline, voices, fake_ckpt):
     np.testing.assert_array_equal(english.wav, german.wav)
     pipeline.synthesize("Guten Tag.", a, seed=4, max_new_tokens=1, watermark=False, model="english")
     assert pipeline.model == "english"
+
+
+@pytest.mark.slow
+def test_token_blocks_stream_the_same_tokens_in_seamless_pieces(pipeline, voices):
+    from models.s3gen.streaming import StreamConfig
+
+    a, _ = voices
+    text = "Streaming says this sentence in pieces."
+    whole = pipeline.synthesize(text, a, seed=4, max_new_tokens=40)
+    blocks = StreamConfig(first_block=16, block=8)
+    events = list(pipeline.stream(text, a, seed=4, max_new_tokens=40, token_blocks=blocks))
+    result = events[-1].result
+    pieces = [e for e in events[:-1] if e.audio.size]
+    assert len(pieces) >= 3, [len(e.audio) for e in pieces]
+    assert [e.chunk_done for e in pieces] == [False] * (len(pieces) - 1) + [True]
+    joined = np.concatenate([e.audio for e in pieces])
+    np.testing.assert_array_equal(joined, result.wav)
+    # T3 samples exactly as without blocks (S3Gen's noise has its own generator) ...
+    assert result.n_speech_tokens == whole.n_speech_tokens > 20  # (ids >= 6561 sampled by the fake model are dropped)
+    # ... and S3Gen gives 960 samples per token either way (the fake model's audio has no silence to trim).
+    assert len(result.wav) == len(whole.wav) == result.n_speech_tokens * 960
+    # Seamless: no sample-to-sample step at a join is larger than the largest inside the pieces.
+    steps = np.abs(np.diff(joined))
+    joins = np.cumsum([len(e.audio) for e in pieces])[:-1]
+    inside = steps.copy()
+    inside[joins - 1] = 0
+    assert steps[joins - 1].max() <= inside.max()
+    assert result.watermarked and pipeline.watermarker.detect(result.wav, SAMPLE_RATE) > 0.5
