@@ -63,3 +63,22 @@ def pipeline(fake_ckpt):
 
     torch.set_grad_enabled(False)
     return ChatterboxTTS.from_local(fake_ckpt, device="cpu")
+
+
+def replay_goldens(parity_dir: Path, stage: str, ctx):
+    """Replay every `<stage>_*.npz` golden of the kit through tools/parity.py's stages.
+
+    Fails on any failed or skipped quantity; returns the report for extra checks.
+    """
+    import torch
+
+    from tools.parity import Report, replay_file
+
+    files = sorted((parity_dir / "golden").glob(f"{stage}_*.npz"))
+    assert files, f"no {stage}_*.npz golden files"
+    report = Report()
+    with torch.inference_mode():
+        for path in files:
+            replay_file(path, ctx, report)
+    assert report.failed == 0 and report.skipped == 0 and report.passed > 0, "\n".join(report.lines)
+    return report

@@ -12,7 +12,8 @@ import torch
 import torchaudio
 
 from models.s3gen.campplus import CAMLayer, CAMPPlus, FbankConfig, kaldi_fbank
-from tools.parity import Context, Report, replay_file
+from conftest import replay_goldens
+from tools.parity import Context
 
 
 @pytest.fixture(scope="module")
@@ -106,15 +107,4 @@ def test_embedding_shape_and_batch_independence(random_model, speech):
 
 @pytest.mark.slow
 def test_parity_goldens(fake_ckpt, parity_dir):
-    files = sorted((parity_dir / "golden").glob("d_*.npz"))
-    assert files
-    torch.set_grad_enabled(False)
-    try:
-        report = Report()
-        ctx = Context(fake_ckpt)
-        for path in files:
-            replay_file(path, ctx, report)
-    finally:
-        torch.set_grad_enabled(True)
-    assert report.failed == 0, "\n".join(report.lines)
-    assert report.passed > 0 and report.skipped == 0, "\n".join(report.lines)
+    replay_goldens(parity_dir, "d", Context(fake_ckpt))

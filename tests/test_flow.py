@@ -175,12 +175,7 @@ def test_same_seed_same_mel_and_noise_injection_matches_generator():
 
 @pytest.mark.slow
 def test_flow_parity_on_goldens(fake_ckpt, parity_dir):
-    from tools.parity import Context, Report, replay_file
+    from conftest import replay_goldens
+    from tools.parity import Context
 
-    files = sorted((parity_dir / "golden").glob("h_*.npz"))
-    assert files, "no h_* golden files"
-    ctx, report = Context(fake_ckpt), Report()
-    for path in files:
-        replay_file(path, ctx, report)
-    assert report.failed == 0, "\n".join(report.lines)
-    assert report.passed > 0 and report.skipped == 0
+    replay_goldens(parity_dir, "h", Context(fake_ckpt))

@@ -164,12 +164,7 @@ def test_state_dict_matches_manifest(parity_dir):
 
 
 def test_parity_goldens(fake_ckpt, parity_dir):
-    from tools.parity import Context, Report, replay_file
+    from conftest import replay_goldens
+    from tools.parity import Context
 
-    files = sorted((parity_dir / "golden").glob("i_*.npz"))
-    assert files
-    ctx, report = Context(fake_ckpt), Report()
-    for path in files:
-        replay_file(path, ctx, report)
-    assert report.failed == 0, "\n".join(report.lines)
-    assert report.passed > 0 and report.skipped == 0
+    replay_goldens(parity_dir, "i", Context(fake_ckpt))

@@ -13,7 +13,8 @@ import torch
 
 from models.loading import S3GEN_FILE, S3GEN_TOLERATED_MISSING, CheckpointError, load_strict, read_safetensors
 from models.s3gen.tokenizer import SPEECH_VOCAB_SIZE, S3Tokenizer, S3TokenizerConfig
-from tools.parity import Context, Report, replay_file
+from conftest import replay_goldens
+from tools.parity import Context
 
 SR = 16_000
 TINY = S3TokenizerConfig(n_audio_state=128, n_audio_head=2, n_audio_layer=1)  # head dim stays 64 (RoPE table)
@@ -107,15 +108,4 @@ def test_tokens_in_codebook_range_and_deterministic(tiny, speech):
 
 @pytest.mark.slow
 def test_parity_goldens(fake_ckpt, parity_dir):
-    files = sorted((parity_dir / "golden").glob("c_*.npz"))
-    assert files
-    torch.set_grad_enabled(False)
-    try:
-        report = Report()
-        ctx = Context(fake_ckpt)
-        for path in files:
-            replay_file(path, ctx, report)
-    finally:
-        torch.set_grad_enabled(True)
-    assert report.failed == 0, "\n".join(report.lines)
-    assert report.passed > 0 and report.skipped == 0, "\n".join(report.lines)
+    replay_goldens(parity_dir, "c", Context(fake_ckpt))

@@ -248,15 +248,9 @@ def ctx(fake_ckpt):
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["e", "f", "g"])
 def test_parity_goldens(stage, ctx, parity_dir):
-    from tools.parity import Report, replay_file
+    from conftest import replay_goldens
 
-    files = sorted((parity_dir / "golden").glob(f"{stage}_*.npz"))
-    assert files, f"no {stage}_*.npz goldens"
-    report = Report()
-    with torch.inference_mode():
-        for path in files:
-            replay_file(path, ctx, report)
-    assert report.failed == 0 and report.skipped == 0 and report.passed > 0, "\n".join(report.lines)
+    replay_goldens(parity_dir, stage, ctx)
 
 
 def test_exaggeration_field_names():

@@ -108,13 +108,9 @@ def test_silent_or_tiny_audio_is_rejected(ve):
 
 
 def test_parity_a_goldens(parity_dir, fake_ckpt):
-    from tools.parity import Context, Report, replay_file
+    from conftest import replay_goldens
+    from tools.parity import Context
 
     files = sorted((parity_dir / "golden").glob("a_*.npz"))
-    assert files, "no a_* golden files"
-    ctx, report = Context(fake_ckpt), Report()
-    with torch.inference_mode():
-        for path in files:
-            replay_file(path, ctx, report)
-    assert report.failed == 0, "\n".join(report.lines)
+    report = replay_goldens(parity_dir, "a", Context(fake_ckpt))
     assert report.passed >= 9 * len(files)
