@@ -145,7 +145,8 @@ def test_blockwise_decoding_linear_equals_the_layer(bias):
         out = _linear(layer, x)
         assert out.shape == (2, 1, 5000)
         torch.testing.assert_close(out, layer(x), atol=1e-5, rtol=1e-5)
-    assert _linear(layer, x).requires_grad  # with autograd on, the layer itself runs
+    with torch.enable_grad():  # (an earlier test's fixture may have turned autograd off)
+        assert _linear(layer, x).requires_grad  # with autograd on, the layer itself runs
 
 
 def test_cached_backbone_refuses_a_multi_position_step(tiny, cond):
