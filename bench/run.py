@@ -4,13 +4,14 @@
                         [--reference-python PATH] [--voice WAV] [--device cpu|cuda]
 
 Every side (our default path, each fast mode, the reference) runs in its own process
-on the same workload (text, voice, seed, token counts, torch threads), so peak RSS and
-GPU memory are per side and one side's caches never warm another's. This process only
-orchestrates: it starts the workers, reads the JSON each prints as its last stdout
-line, prints a table and optionally writes everything to `--json`.
+on the same workload (text, voice, seed, token counts, torch threads, OpenMP settings),
+so peak RSS and GPU memory are per side and one side's caches never warm another's.
+This process only orchestrates: it starts the workers, reads the JSON each prints as its
+last stdout line, prints a table and optionally writes everything to `--json`.
 Figures: model load, conditioning, T3 prefill and decode rate (CFG batch 2), S3Gen
 seconds per audio second (flow + vocoder, and the vocoder alone), end-to-end real-time
-factor, time to first audio, peak RSS, peak GPU memory (CUDA only).
+factor, time to first streamed audio, peak RSS, peak GPU memory (CUDA only), and for
+each fast mode its deviation from the default (T3 greedy agreement, mel distance).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -37,6 +39,12 @@ if str(REPO) not in sys.path:
 TEXT = "The quick brown fox jumps over the lazy dog, then naps in the warm afternoon sun."
 SEED = 1234
 TORCH_THREADS = 2           # both sides: the Space's CPU tier and the reference timings use 2
+# Idle OpenMP threads sleep instead of spinning: on a machine whose cores are shared,
+# spinning threads of 2-thread torch steal the cores they wait for (measured: the
+# reference's T3 ran 13x slower with the default policy while another job was running).
+# On an idle machine waking them costs both sides 15-20% (`--omp-wait-policy inherit`).
+OMP_WAIT_POLICY = "PASSIVE"
+FIRST_BLOCK_TOKENS = 20     # streamed tokens before the first S3Gen run (StreamConfig's default)
 SPEECH_CODES = 6561         # S3 codebook size: the ids S3Gen reads
 TOKEN_STRIDE = 2749         # spreads the fixed S3Gen input over the codebook (prime, so no short cycle)
 
@@ -77,25 +85,38 @@ SMOKE = dict(t3_tokens=3, s3gen_tokens=4, e2e_tokens=3)
 
 @dataclass(frozen=True)
 class Mode:
-    """One way of running our pipeline: how it is loaded and, if it streams, how soon audio comes.
+    """One way of running our pipeline: which fast mode is applied after loading.
 
-    `load(ckpt_dir, device)` returns a ready ChatterboxTTS (its time counts as model load,
-    so one-off work such as casting or compiling is charged there). `first_audio(tts,
-    workload, conditionals)` returns the seconds until the first audio samples exist; None
-    means the mode does not stream and the full non-streaming generation time is reported.
+    `fast_mode` names a `models.fast_modes` mode (None: the default pipeline); applying
+    it counts as model load time. `changes` says which outputs the mode can change, so
+    only those deviations are measured. `stream` overrides `StreamConfig` fields in the
+    first-audio run, for modes whose change must reach the streaming decoder too.
+    `cuda_only` modes are skipped on other devices, with the reason in the JSON.
     """
 
     name: str
     about: str
-    load: Callable | None = None
-    first_audio: Callable | None = None
+    fast_mode: str | None = None
+    changes: tuple[str, ...] = ()
+    stream: dict = field(default_factory=dict)
+    cuda_only: bool = False
 
 
-# When the pipeline streams, give BASELINE a `first_audio` that times the first chunk.
-BASELINE = Mode("baseline", "ChatterboxTTS.from_local, float32, non-streaming")
+BASELINE = Mode("baseline", "ChatterboxTTS.from_local, float32; first audio streamed in token blocks")
 
-# Fast modes register here (name -> Mode); `--modes` accepts exactly these names.
-MODES: dict[str, Mode] = {}
+
+def _modes() -> dict[str, Mode]:
+    from models.fast_modes import FAST_MODES, FEWER_FLOW_STEPS
+
+    changes = {"fewer_flow_steps": ("s3gen",), "compile": ("t3", "s3gen")}
+    stream = {"fewer_flow_steps": {"n_timesteps": FEWER_FLOW_STEPS}}
+    return {name: Mode(name, fast.about, name, changes.get(name, ("t3",)), stream.get(name, {}),
+                       cuda_only=name in ("fp16", "compile"))
+            for name, fast in FAST_MODES.items()}
+
+
+# Every fast mode of models/fast_modes.py; `--modes` accepts exactly these names.
+MODES: dict[str, Mode] = _modes()
 
 
 # --- measuring one side (runs in a worker process) ---------------------------------------
@@ -114,8 +135,10 @@ def _sync(device) -> None:
 
 
 @contextlib.contextmanager
-def timing_calls(obj, method: str, durations: list[float], sync: Callable[[], None]) -> Iterator[None]:
-    """Record the wall time of every call of `obj.method` made inside the block."""
+def timing_calls(obj, method: str, durations: list[float], sync: Callable[[], None],
+                 first_args: list | None = None) -> Iterator[None]:
+    """Record the wall time of every call of `obj.method` made inside the block (and, given
+    `first_args`, each call's first argument)."""
     original = getattr(obj, method)
 
     def timed(*args, **kwargs):
@@ -123,6 +146,8 @@ def timing_calls(obj, method: str, durations: list[float], sync: Callable[[], No
         out = original(*args, **kwargs)
         sync()
         durations.append(time.perf_counter() - start)
+        if first_args is not None:
+            first_args.append(args[0] if args else next(iter(kwargs.values())))
         return out
 
     setattr(obj, method, timed)
@@ -132,9 +157,78 @@ def timing_calls(obj, method: str, durations: list[float], sync: Callable[[], No
         delattr(obj, method)  # the instance attribute hid the class method; removing it restores it
 
 
-def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None) -> dict:
+@contextlib.contextmanager
+def forcing_tokens(tokens: list[int]) -> Iterator[None]:
+    """Inside the block, T3's sampler returns `tokens` in order: `stream_tokens` is then
+    teacher-forced along them, and its `on_logits` shows what the model predicts at each step."""
     import torch
 
+    import models.t3 as t3_module
+
+    original, queue = t3_module.sample_token, iter(tokens)
+    t3_module.sample_token = lambda probs, generator=None, greedy=False: torch.full(
+        (probs.shape[0], 1), next(queue), dtype=torch.long, device=probs.device)
+    try:
+        yield
+    finally:
+        t3_module.sample_token = original
+
+
+def first_block_tokens(w: Workload) -> int:
+    """Tokens of the first streamed block: StreamConfig's default (20), or the whole of a
+    shorter workload (a block under the vocoder's hold-back, 7 tokens, yields no audio)."""
+    return min(FIRST_BLOCK_TOKENS, w.e2e_tokens)
+
+
+def streamed_first_audio(tts, w: Workload, conds, stream: dict, sync: Callable[[], None]) -> float:
+    """Seconds from calling `tts.stream(..., token_blocks=...)` to its first event with audio."""
+    from models.s3gen.streaming import StreamConfig
+
+    config = StreamConfig(first_block=first_block_tokens(w), **stream)
+    start = time.perf_counter()
+    events = tts.stream(w.text, conds, exaggeration=w.exaggeration, cfg_weight=w.cfg_weight, seed=w.seed,
+                        max_new_tokens=w.e2e_tokens, token_blocks=config)
+    try:
+        for event in events:
+            if len(event.audio):
+                sync()
+                return time.perf_counter() - start
+    finally:
+        events.close()  # stops T3 and S3Gen between steps
+    raise RuntimeError("the stream ended without audio")
+
+
+def deviation(default: dict, mode_logits, mode_mel) -> dict:
+    """How far a mode's outputs are from the default's, on the same inputs.
+
+    T3: both sides' CFG logits along the default's sampled tokens (the default's from its
+    timed run, the mode's teacher-forced along them); greedy agreement is the share of
+    steps whose argmax is the same. S3Gen: the flow's log-mel of the fixed tokens, same
+    seed (same noise).
+    """
+    out: dict = {}
+    if mode_logits is not None:
+        ref = default["t3_logits"]
+        diff = mode_logits - ref
+        out.update(t3_deviation_steps=len(ref),
+                   t3_greedy_agreement=float((mode_logits.argmax(-1) == ref.argmax(-1)).float().mean()),
+                   t3_logits_max_abs_dev=float(diff.abs().max()),
+                   t3_logits_rel_dev=float((diff.norm(dim=-1) / ref.norm(dim=-1)).mean()))
+    if mode_mel is not None:
+        ref = default["mel"]
+        diff = mode_mel - ref
+        out.update(mel_l1=float(diff.abs().mean()), mel_max_abs_dev=float(diff.abs().max()),
+                   mel_rel_dev=float(diff.norm() / ref.norm()))
+    return out
+
+
+def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None,
+                 save_outputs: Path | None = None, compare_to: Path | None = None) -> dict:
+    """Time one side of ours. `save_outputs` keeps the default's T3 logits and mel for the
+    modes; `compare_to` reads them back and adds the mode's `deviation`."""
+    import torch
+
+    from models.fast_modes import ModeError, apply_mode
     from models.sampling import SamplingParams
     from models.tts import SAMPLE_RATE, ChatterboxTTS
 
@@ -144,9 +238,18 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None) -
     sync = lambda: _sync(device)  # noqa: E731
     out: dict = {"side": "ours", "mode": mode.name, "device": str(device), "torch": torch.__version__,
                  "torch_threads": torch.get_num_threads()}
+    if mode.cuda_only and device.type != "cuda":
+        out["skipped"] = f"{mode.name} runs on CUDA GPUs only; this run is on {device}"
+        return out
 
     start = time.perf_counter()
-    tts = (mode.load or ChatterboxTTS.from_local)(ckpt, device)
+    tts = ChatterboxTTS.from_local(ckpt, device)
+    if mode.fast_mode:
+        try:
+            apply_mode(tts, mode.fast_mode)
+        except ModeError as exc:
+            out["skipped"] = str(exc)
+            return out
     sync()
     out["load_s"] = time.perf_counter() - start
 
@@ -159,10 +262,12 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None) -
     text_tokens = tts.t3.frame_text(tts.tokenizer.tokenize(w.text).ids)
     params = SamplingParams(cfg_weight=w.cfg_weight, max_new_tokens=w.t3_tokens)
     generator = torch.Generator(device=device).manual_seed(w.seed)
-    stamps = []
+    stamps, tokens, logits = [], [], []
+    keep = (lambda step, l: logits.append(l.clone())) if save_outputs else None  # noqa: E731
     start = time.perf_counter()
-    for _ in tts.t3.stream_tokens(conds.t3, text_tokens, params, generator):
+    for token in tts.t3.stream_tokens(conds.t3, text_tokens, params, generator, on_logits=keep):
         stamps.append(time.perf_counter())  # int(token) inside the loop already synchronised
+        tokens.append(token)
     out["t3_prefill_s"] = stamps[0] - start
     out["t3_tokens"] = len(stamps)
     out["t3_method"] = "stream_tokens timestamps: prefill = call to first token; decode = later tokens"
@@ -172,7 +277,8 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None) -
     speech = torch.tensor(w.s3gen_token_ids(), dtype=torch.long)
     generator = torch.Generator(device=device).manual_seed(w.seed)
     vocoder: list[float] = []
-    with timing_calls(tts.s3gen.mel2wav, "inference", vocoder, sync):
+    mels: list = []
+    with timing_calls(tts.s3gen.mel2wav, "inference", vocoder, sync, first_args=mels):
         start = time.perf_counter()
         wav = tts.s3gen.inference(speech, conds.gen, generator=generator)
         sync()
@@ -190,14 +296,29 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None) -
     out.update(e2e_s=e2e_s, e2e_audio_s=result.seconds, e2e_tokens=result.n_speech_tokens,
                e2e_rtf=e2e_s / result.seconds, watermarked=result.watermarked)
 
-    if mode.first_audio is None:
-        out["first_audio_s"], out["first_audio_kind"] = e2e_s, "full_generation"
-    else:
-        out["first_audio_s"], out["first_audio_kind"] = mode.first_audio(tts, w, conds), "streaming"
+    out["first_audio_s"] = streamed_first_audio(tts, w, conds, mode.stream, sync)
+    out["first_audio_kind"] = "streaming"
+    out["first_block_tokens"] = first_block_tokens(w)
 
     out["peak_rss_mb"] = peak_rss_mb()
     if device.type == "cuda":
         out["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+
+    if save_outputs:
+        torch.save({"t3_tokens": tokens, "t3_logits": torch.cat(logits).float().cpu(),
+                    "mel": mels[0].float().cpu()}, save_outputs)
+    if compare_to:  # after the figures above: this extra decoding is not timed
+        default = torch.load(compare_to, weights_only=True)
+        forced = None
+        if "t3" in mode.changes:
+            forced = []
+            with forcing_tokens(default["t3_tokens"]):
+                for _ in tts.t3.stream_tokens(conds.t3, text_tokens, params,
+                                              on_logits=lambda step, l: forced.append(l.float().cpu())):
+                    pass
+            forced = torch.cat(forced)
+        mel = mels[0].float().cpu() if "s3gen" in mode.changes else None
+        out.update(deviation(default, forced, mel))
     return out
 
 
@@ -214,12 +335,23 @@ ROWS = (  # key, label, better ("lower"/"higher")
     ("first_audio_s", "first audio (s)", "lower"),
     ("peak_rss_mb", "peak RSS (MB)", "lower"),
     ("gpu_peak_mb", "peak GPU memory (MB)", "lower"),
+    ("t3_greedy_agreement", "T3 greedy agreement with ours", "higher"),
+    ("t3_logits_rel_dev", "T3 logits rel. deviation", "lower"),
+    ("mel_l1", "mel L1 from ours", "lower"),
 )
 
 
-def run_worker(cmd: list[str], threads: int) -> dict:
-    """Run one side; its stderr passes through, its last stdout line is its JSON."""
+def worker_env(threads: int, wait_policy: str) -> dict[str, str]:
+    """The environment of every side: same thread counts, same OpenMP wait policy
+    ("inherit": whatever this process has, the OpenMP default when unset)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if wait_policy != "inherit":
+        env["OMP_WAIT_POLICY"] = wait_policy
+    return env
+
+
+def run_worker(cmd: list[str], env: dict[str, str]) -> dict:
+    """Run one side; its stderr passes through, its last stdout line is its JSON."""
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     if proc.returncode != 0 or not lines:
@@ -228,7 +360,8 @@ def run_worker(cmd: list[str], threads: int) -> dict:
 
 
 def format_table(results: dict) -> str:
-    columns = [("ours", results)] + [(name, r) for name, r in results.get("modes", {}).items()]
+    columns = [("ours", results)] + [(name, r) for name, r in results.get("modes", {}).items()
+                                     if "skipped" not in r]
     reference = results.get("reference")
     header = ["figure"] + [name for name, _ in columns]
     if reference:
@@ -277,8 +410,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--voice", type=Path, help="reference clip (default: the parity kit's ref_a.wav)")
     parser.add_argument("--device", help="our device (default: cuda if available, else cpu)")
     parser.add_argument("--reference-device", default="cpu", help="the reference's device (default cpu)")
+    parser.add_argument("--omp-wait-policy", default=OMP_WAIT_POLICY, choices=("PASSIVE", "ACTIVE", "inherit"),
+                        help=f"OMP_WAIT_POLICY of every side (default {OMP_WAIT_POLICY}: right on a shared machine; "
+                             "'inherit' keeps this environment's, the OpenMP default when unset)")
     parser.add_argument("--worker", metavar="MODE", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
+    parser.add_argument("--save-outputs", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--compare-to", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = [m for m in args.modes if m not in MODES]
     if unknown:
@@ -294,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         w = Workload(**{k: v for k, v in json.loads(args.workload).items() if k != "s3gen_token_ids"})
         mode = BASELINE if args.worker == BASELINE.name else MODES[args.worker]
         with contextlib.redirect_stdout(sys.stderr):  # only the JSON line goes to stdout
-            result = measure_ours(args.checkpoint, w, mode, args.device)
+            result = measure_ours(args.checkpoint, w, mode, args.device, args.save_outputs, args.compare_to)
         print(json.dumps(result), flush=True)
         return 0
 
@@ -305,28 +443,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         workload = replace(workload, **SMOKE)
     checkpoint = str(args.checkpoint.resolve())
+    env = worker_env(workload.threads, args.omp_wait_policy)
 
-    def ours(mode: str) -> dict:
+    def ours(mode: str, *extra: str) -> dict:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--checkpoint", checkpoint,
-               "--worker", mode, "--workload", workload.to_json()]
-        return run_worker(cmd + (["--device", args.device] if args.device else []), workload.threads)
+               "--worker", mode, "--workload", workload.to_json(), *extra]
+        return run_worker(cmd + (["--device", args.device] if args.device else []), env)
 
     print(f"benchmark: {'smoke' if args.smoke else 'full'} workload, {workload.threads} torch threads",
           file=sys.stderr)
     results = {"workload": json.loads(workload.to_json()), "checkpoint": checkpoint, "smoke": args.smoke,
-               "machine": {"cpus": os.cpu_count(), "platform": sys.platform, "loadavg_start": _loadavg()},
+               "machine": {"cpus": os.cpu_count(), "platform": sys.platform, "loadavg_start": _loadavg(),
+                           "omp_wait_policy": env.get("OMP_WAIT_POLICY", "unset")},
                "modes_known": {name: m.about for name, m in MODES.items()}}
-    results.update(ours(BASELINE.name))
-    results["modes"] = {name: ours(name) for name in args.modes}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        default_outputs = Path(tmp) / "default_outputs.pt"  # the default's logits and mel, for deviations
+        results.update(ours(BASELINE.name, "--save-outputs", str(default_outputs)))
+        results["modes"] = {name: ours(name, "--compare-to", str(default_outputs)) for name in args.modes}
     if args.reference_python:
         results["reference"] = run_worker(
             [str(args.reference_python), str(REFERENCE_WORKER), "--checkpoint", checkpoint,
-             "--device", args.reference_device, "--workload", workload.to_json()], workload.threads)
+             "--device", args.reference_device, "--workload", workload.to_json()], env)
 
     results["machine"]["loadavg_end"] = _loadavg()  # other jobs on the machine skew every figure
     print(format_table(results))
+    for name, r in results["modes"].items():
+        if "skipped" in r:
+            print(f"mode {name} skipped: {r['skipped']}")
     kinds = {name: r.get("first_audio_kind") for name, r in
-             [("ours", results), *results["modes"].items(), ("reference", results.get("reference") or {})] if r}
+             [("ours", results), *results["modes"].items(), ("reference", results.get("reference") or {})]
+             if r and "skipped" not in r}
     print(f"first audio: {', '.join(f'{k} {v}' for k, v in kinds.items())}; "
           f"x/ref = figure / reference figure; {workload.threads} torch threads, {os.cpu_count()} CPUs, "
           f"load average {results['machine']['loadavg_start']} -> {results['machine']['loadavg_end']}")

@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,21 +20,106 @@ def _positive_finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
+@pytest.fixture(scope="module")
+def short_voice(parity_dir, tmp_path_factory) -> Path:
+    """The first 3 s of the parity voice: S3Gen reruns its flow over the whole prompt, so a
+    short one keeps the smoke run short."""
+    import soundfile as sf
+
+    samples, rate = sf.read(parity_dir / "ref_a.wav")
+    path = tmp_path_factory.mktemp("bench") / "voice3s.wav"
+    sf.write(path, samples[: 3 * rate], rate)
+    return path
+
+
 @pytest.mark.slow
-def test_smoke_run_writes_every_figure(fake_ckpt, tmp_path):
+def test_smoke_run_writes_every_figure(fake_ckpt, short_voice, tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--checkpoint", str(fake_ckpt),
+                           "--voice", str(short_voice), "--modes", "int8", "fewer_flow_steps", "fp16",
                            "--json", str(out)], capture_output=True, text=True, cwd=REPO, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads(out.read_text())
-    for key in bench.FIGURE_KEYS + ("load_s", "conditioning_s", "t3_prefill_s", "vocoder_rtf", "e2e_s"):
-        assert _positive_finite(figures[key]), (key, figures.get(key))
-    assert figures["smoke"] is True and figures["modes"] == {} and "reference" not in figures
-    assert figures["t3_tokens"] == bench.SMOKE["t3_tokens"]  # the fake model never stops this early
-    assert figures["s3gen_audio_s"] == pytest.approx(bench.SMOKE["s3gen_tokens"] * 0.04)
-    assert figures["first_audio_kind"] == "full_generation"
-    assert figures["first_audio_s"] == figures["e2e_s"]
-    assert "T3 decode" in proc.stdout and "end-to-end RTF" in proc.stdout
+    modes = figures["modes"]
+    for side in (figures, modes["int8"], modes["fewer_flow_steps"]):
+        for key in bench.FIGURE_KEYS + ("load_s", "conditioning_s", "t3_prefill_s", "vocoder_rtf", "e2e_s"):
+            assert _positive_finite(side[key]), (side["mode"], key, side.get(key))
+        assert side["first_audio_kind"] == "streaming"
+        assert side["first_block_tokens"] == bench.SMOKE["e2e_tokens"]
+        assert side["t3_tokens"] == bench.SMOKE["t3_tokens"]  # the fake model never stops this early
+        assert side["s3gen_audio_s"] == pytest.approx(bench.SMOKE["s3gen_tokens"] * 0.04)
+    assert figures["smoke"] is True and "reference" not in figures
+    assert figures["machine"]["omp_wait_policy"] == bench.OMP_WAIT_POLICY
+
+    # Deviations: int8 changes T3 only, fewer flow steps S3Gen only; fp16 needs a GPU.
+    int8 = modes["int8"]
+    assert int8["t3_deviation_steps"] == bench.SMOKE["t3_tokens"]
+    assert 0.0 <= int8["t3_greedy_agreement"] <= 1.0
+    assert 0.0 < int8["t3_logits_rel_dev"] < 0.2  # measured 0.04 on the fake checkpoint
+    assert "mel_l1" not in int8
+    flow = modes["fewer_flow_steps"]
+    assert flow["mel_l1"] > 0 and "t3_greedy_agreement" not in flow
+    assert "CUDA" in modes["fp16"]["skipped"] and "t3_tokens_per_s" not in modes["fp16"]
+    assert "T3 decode" in proc.stdout and "mode fp16 skipped" in proc.stdout
+
+
+def test_every_fast_mode_is_registered():
+    from models.fast_modes import FAST_MODES
+
+    assert set(bench.MODES) == set(FAST_MODES)
+    assert {name for name, mode in bench.MODES.items() if mode.cuda_only} == {"fp16", "compile"}
+    assert bench.MODES["fewer_flow_steps"].stream["n_timesteps"] < 10  # reaches the streaming decoder too
+
+
+def test_deviation_counts_argmax_agreement_and_distances():
+    torch = pytest.importorskip("torch")
+    ref = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 1.0], [0.0, 0.0, 5.0], [1.0, 2.0, 0.0]])
+    mode = ref.clone()
+    mode[1] = torch.tensor([0.0, 4.0, 1.0])  # another argmax at step 1 only
+    mel = torch.ones(80, 10)
+    out = bench.deviation({"t3_logits": ref, "mel": mel}, mode, mel + 0.5)
+    assert out["t3_greedy_agreement"] == 0.75 and out["t3_deviation_steps"] == 4
+    assert out["t3_logits_max_abs_dev"] == 4.0
+    assert out["mel_l1"] == pytest.approx(0.5) and out["mel_rel_dev"] == pytest.approx(0.5)
+    assert bench.deviation({"t3_logits": ref}, ref, None) == {
+        "t3_deviation_steps": 4, "t3_greedy_agreement": 1.0, "t3_logits_max_abs_dev": 0.0, "t3_logits_rel_dev": 0.0}
+
+
+def test_forced_tokens_replay_a_generation_and_its_logits():
+    torch = pytest.importorskip("torch")
+    from test_fast_modes import decode, tiny_t3
+    from models.sampling import SamplingParams
+    from models.t3 import T3Cond
+
+    model = tiny_t3()
+    g = torch.Generator().manual_seed(1)
+    cond = T3Cond(torch.randn(1, 256, generator=g), torch.randint(0, 6561, (1, 20), generator=g), 0.7)
+    text = model.frame_text(torch.arange(1, 6))
+    params = SamplingParams(max_new_tokens=6, temperature=1.0, min_p=0.0)
+    sampled, first = [], []
+    for token in model.stream_tokens(cond, text, params, torch.Generator().manual_seed(3),
+                                     on_logits=lambda step, l: first.append(l.clone())):
+        sampled.append(token)
+    replayed = []
+    with bench.forcing_tokens(sampled):
+        tokens = list(model.stream_tokens(cond, text, params, on_logits=lambda step, l: replayed.append(l.clone())))
+    assert tokens == sampled
+    torch.testing.assert_close(torch.cat(replayed), torch.cat(first), atol=0, rtol=0)
+    assert decode(model, cond)[0] != sampled  # sampling, not the greedy path: the forcing did it
+
+
+def test_workers_get_the_same_threads_and_wait_policy(monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    env = bench.worker_env(2, "PASSIVE")
+    assert (env["OMP_WAIT_POLICY"], env["OMP_NUM_THREADS"], env["MKL_NUM_THREADS"]) == ("PASSIVE", "2", "2")
+    assert bench.worker_env(2, "inherit")["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert "OMP_WAIT_POLICY" not in bench.worker_env(2, "inherit")
+
+
+def test_first_block_fits_the_workload():
+    assert bench.first_block_tokens(bench.Workload()) == bench.FIRST_BLOCK_TOKENS
+    assert bench.first_block_tokens(bench.Workload(e2e_tokens=3)) == 3
 
 
 def test_unknown_mode_is_a_clear_error(tmp_path):
