@@ -22,27 +22,11 @@ from models.fast_modes import (
 )
 from models.s3gen.s3gen import S3Gen
 from models.sampling import SamplingParams
-from models.t3 import T3, KVCache, T3Cond, T3Config
+from models.t3 import T3, KVCache, T3Cond
 
-TINY = T3Config(
-    text_tokens_dict_size=260,  # must hold SOT (255)
-    max_text_tokens=16,
-    hidden_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=128,
-)
+from test_t3 import tiny_t3
+
 GREEDY = SamplingParams(max_new_tokens=6, greedy=True)
-
-
-def tiny_t3() -> T3:
-    """A fresh tiny T3 (modes change it in place); same weights on every call."""
-    torch.manual_seed(0)
-    model = T3(TINY).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.3)
-    return model
 
 
 @pytest.fixture

@@ -35,14 +35,19 @@ TINY = T3Config(
 GREEDY = SamplingParams(max_new_tokens=12, greedy=True)
 
 
-@pytest.fixture(scope="module")
-def tiny() -> T3:
+def tiny_t3() -> T3:
+    """A fresh tiny T3 with the same weights on every call (fast modes change theirs in place)."""
     torch.manual_seed(0)
     model = T3(TINY).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.3)  # larger than the default init: well separated logits
     return model
+
+
+@pytest.fixture(scope="module")
+def tiny() -> T3:
+    return tiny_t3()
 
 
 @pytest.fixture
