@@ -262,5 +262,18 @@ def chunk_seed(seed: int, index: int) -> int:
         raise ValueError(f"index must be >= 0, got {index}")
     if index == 0:
         return seed
-    digest = hashlib.blake2b(f"{seed}/{index}".encode(), digest_size=8).digest()
+    return _hashed_seed(f"{seed}/{index}")
+
+
+def noise_seed(seed: int, index: int) -> int:
+    """Seed of S3Gen's noise for chunk `index` when it is decoded in token blocks.
+
+    That noise is drawn before T3 samples, so it needs its own generator: T3 keeps
+    `chunk_seed`'s and samples the tokens of a run without blocks.
+    """
+    return _hashed_seed(f"{operator.index(seed)}/{operator.index(index)}/s3gen-noise")
+
+
+def _hashed_seed(key: str) -> int:
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1  # 63 bits

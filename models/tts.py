@@ -7,7 +7,6 @@ A request's state lives in immutable `Conditionals` and a per-request
 """
 from __future__ import annotations
 
-import hashlib
 import secrets
 import threading
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ import torch
 from . import loading
 from .audio import resample
 from .chunk_audio import BlockChunk, WholeChunk
-from .chunking import chunk_seed, split_text
+from .chunking import chunk_seed, noise_seed, split_text
 from .guard import RunawayGuard, max_tokens_for_text, trim_trailing_silence
 from .reference import ReferenceClip, load_reference
 from .s3gen.s3gen import S3GEN_SR, S3_SR, ReferenceEmbedding
@@ -108,12 +107,6 @@ class StreamEvent:
     n_chunks: int
     result: Synthesis | None = None
     chunk_done: bool = False   # the chunk's last audio (or the pause after it)
-
-
-def noise_seed(seed: int, chunk: int) -> int:
-    """Seed of S3Gen's noise for chunk `chunk` in token-block mode (T3 keeps `chunk_seed`'s generator)."""
-    digest = hashlib.blake2b(f"{int(seed)}/{int(chunk)}/s3gen-noise".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 1
 
 
 def check_generation_args(text: str, exaggeration: float, cfg_weight: float, temperature: float,
