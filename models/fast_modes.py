@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .packed_linear import unpack_linears
 from .s3gen.s3gen import S3Gen
 from .t3 import T3, KVCache
 
@@ -59,6 +60,7 @@ def _part(target, cls: type, attr: str):
 def _float_t3(target) -> T3:
     """The target's T3, refusing one whose linear layers are already quantized."""
     t3 = _part(target, T3, "t3")
+    unpack_linears(t3)  # the float32 CPU layout of loading; modes start from plain layers
     if not all(isinstance(m, nn.Linear) for m in (t3.speech_head, t3.tfmr.layers[0].mlp.down_proj)):
         raise ModeError("T3 is already quantized; load it again to change its dtype")
     return t3

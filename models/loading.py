@@ -15,6 +15,8 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from .packed_linear import pack_linears, packing_available
+
 
 class CheckpointError(ValueError):
     """A checkpoint file does not match the module it is loaded into."""
@@ -82,6 +84,8 @@ T3_FILE = "t3_cfg.safetensors"
 S3GEN_FILE = "s3gen.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 CONDS_FILE = "conds.pt"
+# T3 layers that run at every decoding step (float32 on CPU: packed, see models/packed_linear.py).
+T3_PACKED_LAYERS = ("tfmr.layers", "speech_head")
 
 # Buffers that the released s3gen.safetensors does not store; the module computes them.
 S3GEN_TOLERATED_MISSING = ("tokenizer._mel_filters", "tokenizer.window")
@@ -128,7 +132,12 @@ def load_t3(
     config = T3Config(text_tokens_dict_size=state["text_emb.weight"].shape[0])
     model = _built_without_init(lambda: T3(config))
     load_strict(model, state, path.name)
-    return model.to(device=device, dtype=dtype).eval()
+    del state
+    model = model.to(device=device, dtype=dtype).eval()
+    if model.device.type == "cpu" and dtype == torch.float32 and packing_available():
+        # Decoding reads every backbone weight per token: oneDNN's layout reads them ~2x faster.
+        pack_linears(model, under=T3_PACKED_LAYERS)
+    return model
 
 
 def load_s3gen(ckpt_dir: str | Path, device: str | torch.device = "cpu"):

@@ -1,0 +1,131 @@
+"""oneDNN-packed float32 linear layers: the same products as nn.Linear, the checkpoint's keys in
+state_dict, and a packed T3 decoding the same tokens as a plain one."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from models.fast_modes import Int8Linear, apply_mode
+from models.packed_linear import PackedLinear, pack_linears, packing_available, unpack_linears
+from models.sampling import SamplingParams
+from models.t3 import T3Cond
+
+from test_t3 import tiny_t3
+
+pytestmark = pytest.mark.skipif(not packing_available(), reason="this torch build has no oneDNN kernels")
+
+
+def layer(bias: bool, out_features: int = 700, in_features: int = 300) -> nn.Linear:
+    torch.manual_seed(0)
+    return nn.Linear(in_features, out_features, bias=bias).eval()
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("shape", [(2, 1, 300), (1, 1, 300), (2, 37, 300), (5, 300)])
+def test_packed_layer_computes_what_the_layer_computes(bias, shape):
+    plain = layer(bias)
+    packed = PackedLinear.from_linear(plain)
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        out, expected = packed(x), plain(x)
+    assert out.shape == expected.shape and out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    # a strided view (the decoding step's last position of a longer sequence)
+    seq = torch.randn(2, 6, 300)
+    with torch.no_grad():
+        torch.testing.assert_close(packed(seq[:, -1:]), plain(seq[:, -1:]), atol=1e-5, rtol=1e-5)
+
+
+def test_packed_state_dict_speaks_the_checkpoint_keys_and_loads_strictly():
+    plain = layer(bias=True)
+    packed = PackedLinear.from_linear(plain)
+    state = packed.state_dict()
+    assert set(state) == {"weight", "bias"}
+    assert torch.equal(state["weight"], plain.weight) and torch.equal(state["bias"], plain.bias)
+
+    other = layer(bias=True)
+    with torch.no_grad():
+        other.weight.mul_(-2)
+    packed.load_state_dict(other.state_dict(), strict=True)
+    x = torch.randn(2, 300)
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x), other(x), atol=1e-5, rtol=1e-5)
+
+    with pytest.raises(RuntimeError, match=r"Missing key\(s\).*bias"):
+        packed.load_state_dict({"weight": other.weight}, strict=True)
+    with pytest.raises(RuntimeError, match=r"Unexpected key\(s\).*scale"):
+        packed.load_state_dict({**other.state_dict(), "scale": torch.ones(1)}, strict=True)
+    with pytest.raises(RuntimeError, match="weight shape"):
+        packed.load_state_dict({"weight": torch.zeros(5, 300), "bias": other.bias}, strict=True)
+
+
+def test_packed_layer_refuses_autograd_and_other_dtypes():
+    packed = PackedLinear.from_linear(layer(bias=False))
+    with torch.enable_grad():
+        with pytest.raises(RuntimeError, match="inference"):
+            packed(torch.randn(2, 300, requires_grad=True))
+    with pytest.raises(TypeError, match="float32"):
+        packed(torch.randn(2, 300, dtype=torch.float64))
+    with pytest.raises(ValueError, match="float32"):
+        PackedLinear(torch.zeros(4, 3, dtype=torch.bfloat16))
+
+
+def decode(model, cond):
+    logits: list[torch.Tensor] = []
+    params = SamplingParams(max_new_tokens=10, greedy=True)
+    with torch.inference_mode():
+        tokens = list(model.stream_tokens(cond, model.frame_text(torch.arange(1, 6)), params,
+                                          on_logits=lambda step, l: logits.append(l.clone())))
+    return tokens, torch.cat(logits)
+
+
+@pytest.fixture
+def cond() -> T3Cond:
+    g = torch.Generator().manual_seed(1)
+    return T3Cond(torch.randn(1, 256, generator=g), torch.randint(0, 6561, (1, 20), generator=g), 0.7)
+
+
+def test_packed_t3_decodes_the_same_tokens_and_unpacks_to_the_same_weights(cond):
+    plain = tiny_t3()
+    tokens, logits = decode(plain, cond)
+    model = tiny_t3()
+    state = model.state_dict()
+    n_linear = sum(isinstance(m, nn.Linear) for m in model.tfmr.layers.modules()) + 1
+    assert pack_linears(model, under=("tfmr.layers", "speech_head")) == n_linear
+    assert isinstance(model.speech_head, PackedLinear)
+    assert isinstance(model.cond_enc.spkr_enc, nn.Linear)  # outside `under`: left alone
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in state.items()}
+
+    packed_tokens, packed_logits = decode(model, cond)
+    assert packed_tokens == tokens and len(set(tokens)) > 1
+    torch.testing.assert_close(packed_logits, logits, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():  # the uncached oracle (Hugging Face layers) runs through packed layers too
+        embeds = model.build_inputs(cond, model.frame_text(torch.arange(1, 6)), with_cfg_row=True)
+        torch.testing.assert_close(model(embeds), plain(embeds), atol=1e-4, rtol=1e-4)
+
+    assert unpack_linears(model) == n_linear
+    assert not any(isinstance(m, PackedLinear) for m in model.modules())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+@pytest.mark.parametrize("mode", ["int8", "bf16"])
+def test_fast_modes_start_from_a_packed_t3(mode, cond):
+    model = tiny_t3()
+    pack_linears(model, under=("tfmr.layers", "speech_head"))
+    apply_mode(model, mode)
+    assert not any(isinstance(m, PackedLinear) for m in model.modules())
+    if mode == "int8":
+        assert isinstance(model.speech_head, Int8Linear)
+    else:
+        assert model.speech_head.weight.dtype == torch.bfloat16
+    tokens, _ = decode(model, cond)
+    assert len(tokens) == 10
+
+
+def test_loaded_t3_on_cpu_is_packed(pipeline):
+    t3 = pipeline.t3
+    layers = [m for m in t3.tfmr.layers.modules() if isinstance(m, (nn.Linear, PackedLinear))]
+    assert len(layers) == 7 * 30 and all(isinstance(m, PackedLinear) for m in layers)
+    assert isinstance(t3.speech_head, PackedLinear) and isinstance(t3.cond_enc.spkr_enc, nn.Linear)
