@@ -112,14 +112,15 @@ def test_cfg_inputs_zero_the_conditioning_of_row_one():
 
 
 class ConstantPlusMu(nn.Module):
-    """Mock estimator: v = mu + c, recording the times it is asked about."""
+    """Mock estimator: v = mu + c, recording the times it is asked about (and `padded`)."""
 
     def __init__(self, c: float):
         super().__init__()
-        self.c, self.times = c, []
+        self.c, self.times, self.padded = c, [], []
 
-    def forward(self, x, mask, mu, t, spks, cond):
+    def forward(self, x, mask, mu, t, spks, cond, padded=None):
         self.times.append(t.clone())
+        self.padded.append(padded)
         return mu + self.c
 
 
@@ -131,6 +132,11 @@ def test_euler_cfg_solver_with_mock_estimator():
     # v = 1.7 (mu + c) - 0.7 c = 1.7 mu + c, constant in t; the steps sum to 1.
     torch.testing.assert_close(x1, noise + 1.7 * mu + 0.5, atol=1e-5, rtol=0)
     assert torch.stack([t[0] for t in cfm.estimator.times]).tolist() == cosine_t_span(4)[:-1].tolist()
+    # The sampler reads the mask once and tells every step whether there is padding.
+    mask = torch.ones(1, 1, 9)
+    mask[..., 7:] = 0
+    cfm(noise, mu, torch.randn(1, 8), torch.randn(1, 8, 9), mask, n_timesteps=4)
+    assert cfm.estimator.padded == [False] * 4 + [True] * 4
 
 
 def test_estimator_padding_does_not_change_valid_frames():
@@ -148,6 +154,12 @@ def test_estimator_padding_does_not_change_valid_frames():
     # ... while the padded frames' content would leak in without the mask (the check is not vacuous).
     unmasked = est(x, torch.ones(1, 1, n + pad), mu, t, spks, cond)
     assert not torch.allclose(unmasked[..., :n], alone, atol=1e-4)
+    # Told there is padding, it masks; told there is none, it skips the mask (same sum, faster);
+    # not told, it reads the mask.
+    ones = torch.ones(1, 1, n + pad)
+    torch.testing.assert_close(est(x, ones, mu, t, spks, cond, padded=True), unmasked, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(est(x, mask, mu, t, spks, cond, padded=None), padded, atol=0, rtol=0)
+    assert not torch.allclose(est(x, mask, mu, t, spks, cond, padded=False)[..., :n], alone, atol=1e-4)
 
 
 @pytest.mark.parametrize("prompt_frames, expected", [(12, 100), (13, 99)])

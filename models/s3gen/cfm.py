@@ -57,8 +57,9 @@ class ConditionalCFM(nn.Module):
         """Euler-integrate from `noise` (t=0) to the mel (t=1); returns (B, F, T)."""
         w = self.config.inference_cfg_rate if cfg_rate is None else cfg_rate
         t_span = cosine_t_span(n_timesteps, device=mu.device, dtype=mu.dtype)
+        padded = not bool(mask.all())
         x = noise
         for t, t_next in zip(t_span[:-1], t_span[1:]):
-            v_cond, v_uncond = self.estimator(**self.cfg_inputs(x, t, mu, spks, cond, mask)).chunk(2)
+            v_cond, v_uncond = self.estimator(**self.cfg_inputs(x, t, mu, spks, cond, mask), padded=padded).chunk(2)
             x = x + (t_next - t) * ((1.0 + w) * v_cond - w * v_uncond)
         return x

@@ -196,11 +196,20 @@ class ConditionalDecoder(nn.Module):
             x = block(x, attn_mask)
         return x.transpose(1, 2)
 
-    def forward(self, x: Tensor, mask: Tensor, mu: Tensor, t: Tensor, spks: Tensor, cond: Tensor) -> Tensor:
-        """x, mu, cond (B, F, T); mask (B, 1, T); t (B,); spks (B, F) -> velocity (B, F, T)."""
+    def forward(self, x: Tensor, mask: Tensor, mu: Tensor, t: Tensor, spks: Tensor, cond: Tensor,
+                padded: bool | None = None) -> Tensor:
+        """x, mu, cond (B, F, T); mask (B, 1, T); t (B,); spks (B, F) -> velocity (B, F, T).
+
+        `padded`: whether any frame is masked out; None reads the mask (a host sync, which
+        the sampler avoids by checking once for all its steps).
+        """
         t_emb = self.time_mlp(timestep_embedding(t, self.config.in_channels, self.config.time_scale))
         x = torch.cat([x, mu, spks[:, :, None].expand(-1, -1, x.shape[-1]), cond], dim=1)
-        attn_mask = mask.bool()[:, None]                             # (B, 1, 1, T): key padding
+        if padded is None:
+            padded = not bool(mask.all())
+        # Without padding every key is valid: attention without a mask is the same sum, and the
+        # CPU kernel is faster without one (SDPA alone, 488 frames, 2 cores: 8.6 vs 11.4 ms).
+        attn_mask = mask.bool()[:, None] if padded else None        # (B, 1, 1, T): key padding
 
         skips = []
         for resnet, transformers, conv in self.down_blocks:
