@@ -265,10 +265,10 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None,
     # T3: timestamps of a streamed generation split prefill (to the first token) from decoding.
     text_tokens = tts.t3.frame_text(tts.tokenizer.tokenize(w.text).ids)
     params = SamplingParams(cfg_weight=w.cfg_weight, max_new_tokens=w.t3_tokens)
-    prefills, rates = [], []
+    prefills, rates, logits = [], [], []
     for run in range(w.repeats):
         generator = torch.Generator(device=device).manual_seed(w.seed)
-        stamps, tokens, logits = [], [], []
+        stamps, tokens = [], []
         keep = (lambda step, l: logits.append(l.clone())) if save_outputs and run == 0 else None  # noqa: E731
         start = time.perf_counter()
         for token in tts.t3.stream_tokens(conds.t3, text_tokens, params, generator, on_logits=keep):
