@@ -11,11 +11,11 @@ applied once after loading, with the device and dtype chosen there:
 raises `ModeError` before changing anything. T3 modes apply to the T3 loaded now: a
 pipeline that loads another T3 (model switch) must apply them again.
 
-Measured with bench/run.py on 2 CPU cores (fake checkpoint, one run, OMP_WAIT_POLICY=PASSIVE):
-T3 decodes 16.4 tokens/s in int8, 4.5 in bf16 (whose prefill is 5x slower), 2.6 by
-default and 1.7 in the reference; teacher-forced along the default's tokens, int8's CFG
-logits are 3.9% from the default's (same argmax at 88% of steps), bf16's 2.7% (95%).
-Five flow steps make S3Gen 1.8x faster at a log-mel L1 of 0.09 from ten.
+Measured with bench/run.py on 2 CPU cores (fake checkpoint, one run, best of 2, OMP_WAIT_POLICY=PASSIVE):
+T3 decodes 13.2 tokens/s in int8, 5.6 in bf16 (whose prefill is 5x slower), 5.3 by
+default (float32, oneDNN-packed at load) and 2.05 in the reference; teacher-forced along
+the default's tokens, int8's CFG logits are 3.9% from the default's (same argmax at 88% of
+steps), bf16's 2.7% (95%). Five flow steps make S3Gen 2.0x faster at a log-mel L1 of 0.09.
 """
 from __future__ import annotations
 
