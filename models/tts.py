@@ -350,7 +350,11 @@ class ChatterboxTTS:
                     released = max(released, guard.safe)
                 decoding.close()
                 if stopped and pieces:
-                    break  # stop promptly; finish a cut chunk only when nothing was made yet
+                    # Stop promptly; finish a cut chunk only when nothing was made yet. Audio this
+                    # chunk already streamed came from the tokens handed to its decoder.
+                    if len(pieces) > made:
+                        n_tokens += int(drop_invalid_tokens(tokens[:released]).numel())
+                    break
                 cut_by_limit = len(tokens) >= limit and tokens[-1] != STOP_SPEECH_TOKEN
                 hit_limit = hit_limit or (cut_by_limit and not stopped)
                 n_tokens += int(drop_invalid_tokens(tokens).numel())

@@ -212,3 +212,17 @@ def test_token_blocks_stream_the_same_tokens_in_seamless_pieces(pipeline, voices
     inside[joins - 1] = 0
     assert steps[joins - 1].max() <= inside.max()
     assert result.watermarked and pipeline.watermarker.detect(result.wav, SAMPLE_RATE) > 0.5
+
+    # Stopped after the first piece: what was streamed is kept, and counted with its tokens.
+    import threading
+
+    cancel = threading.Event()
+    events = []
+    for event in pipeline.stream(text, a, seed=4, max_new_tokens=40, token_blocks=blocks, cancel=cancel):
+        events.append(event)
+        if event.audio.size:
+            cancel.set()
+    stopped = events[-1].result
+    first = events[0].audio
+    assert stopped.stopped and first.size and np.array_equal(stopped.wav, first)
+    assert 0 < len(stopped.wav) <= stopped.n_speech_tokens * 960 < result.n_speech_tokens * 960
