@@ -183,8 +183,9 @@ def _linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """`layer(x)` for x (B, T, C); a float32 decoding step on CPU as matrix-vector products.
 
     Loading packs these layers for oneDNN (models/packed_linear.py, ~2x faster again); this
-    is the path of plain layers, e.g. on a torch build without oneDNN. For 2 rows, MKL's float32 GEMM packs the whole weight first and is 1.4-6x slower (worst
-    when the cores are shared) than matrix-vector products. Done block by block, the second
+    is the path of plain layers, e.g. on a torch build without oneDNN. For 2 rows, MKL's
+    float32 GEMM packs the whole weight first and is 1.4-6x slower (worst when the cores
+    are shared) than matrix-vector products. Done block by block, the second
     row's product finds the block in cache, so the weight is read from memory about once
     (measured on 2 cores). Other dtypes, quantized layers and the prefill are faster whole;
     autograd (never needed for decoding) cannot write into `out`.
