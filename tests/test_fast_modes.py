@@ -24,15 +24,9 @@ from models.s3gen.s3gen import S3Gen
 from models.sampling import SamplingParams
 from models.t3 import T3, KVCache, T3Cond
 
-from test_t3 import tiny_t3
+from test_t3 import cond, tiny_t3  # noqa: F401 (cond is a fixture)
 
 GREEDY = SamplingParams(max_new_tokens=6, greedy=True)
-
-
-@pytest.fixture
-def cond() -> T3Cond:
-    g = torch.Generator().manual_seed(1)
-    return T3Cond(torch.randn(1, 256, generator=g), torch.randint(0, 6561, (1, 20), generator=g), 0.7)
 
 
 def decode(model: T3, cond: T3Cond) -> tuple[list[int], torch.Tensor]:

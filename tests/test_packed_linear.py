@@ -8,9 +8,8 @@ from torch import nn
 
 from models.fast_modes import Int8Linear, apply_mode
 from models.packed_linear import PackedLinear, pack_linears, packing_available, unpack_linears
-from models.sampling import SamplingParams
-from models.t3 import T3Cond
 
+from test_fast_modes import GREEDY, cond, decode  # noqa: F401 (cond is a fixture)
 from test_t3 import tiny_t3
 
 pytestmark = pytest.mark.skipif(not packing_available(), reason="this torch build has no oneDNN kernels")
@@ -71,21 +70,6 @@ def test_packed_layer_refuses_autograd_and_other_dtypes():
         PackedLinear(torch.zeros(4, 3, dtype=torch.bfloat16))
 
 
-def decode(model, cond):
-    logits: list[torch.Tensor] = []
-    params = SamplingParams(max_new_tokens=10, greedy=True)
-    with torch.inference_mode():
-        tokens = list(model.stream_tokens(cond, model.frame_text(torch.arange(1, 6)), params,
-                                          on_logits=lambda step, l: logits.append(l.clone())))
-    return tokens, torch.cat(logits)
-
-
-@pytest.fixture
-def cond() -> T3Cond:
-    g = torch.Generator().manual_seed(1)
-    return T3Cond(torch.randn(1, 256, generator=g), torch.randint(0, 6561, (1, 20), generator=g), 0.7)
-
-
 def test_packed_t3_decodes_the_same_tokens_and_unpacks_to_the_same_weights(cond):
     plain = tiny_t3()
     tokens, logits = decode(plain, cond)
@@ -121,7 +105,7 @@ def test_fast_modes_start_from_a_packed_t3(mode, cond):
     else:
         assert model.speech_head.weight.dtype == torch.bfloat16
     tokens, _ = decode(model, cond)
-    assert len(tokens) == 10
+    assert len(tokens) == GREEDY.max_new_tokens
 
 
 def test_loaded_t3_on_cpu_is_packed(pipeline):
