@@ -303,33 +303,55 @@ class T3(nn.Module):
 
     # --- decoding -------------------------------------------------------------------
 
-    def forward_cached(self, inputs_embeds: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def forward_cached(self, inputs_embeds: torch.Tensor, cache: KVCache,
+                       position: torch.Tensor | None = None) -> torch.Tensor:
         """The backbone over (B, T, C) at positions cache.length.., extending the cache.
 
         Same layers and weights as `forward` (the oracle), run step by step: T > 1 only
         for the prefill (from position 0, causal), T = 1 for a decoding step.
         Returns final-normed hidden states (B, T, C).
+
+        `position` (a 0-d int64 tensor on the model's device, T = 1) runs a decoding step at
+        that position instead of cache.length, attending over the whole capacity with the
+        slots after it masked; cache.length is then the caller's to advance. Every shape and
+        address is the same from step to step, as a CUDA graph needs (fast mode `cuda_graph`).
+        The masked slots must hold finite numbers (a NaN times a zero weight is NaN).
         """
         x = inputs_embeds
         batch, length, channels = x.shape
         start, end = cache.length, cache.length + length
-        if length > 1 and start:
-            raise ValueError("only the prefill feeds several positions, and from position 0")
-        cos, sin = cache.cos[None, start:end], cache.sin[None, start:end]
+        if position is None:
+            if length > 1 and start:
+                raise ValueError("only the prefill feeds several positions, and from position 0")
+            cos, sin = cache.cos[None, start:end], cache.sin[None, start:end]
+            visible = None
+        else:
+            if length != 1:
+                raise ValueError("a step at a given position feeds one position")
+            slot = position.reshape(1)
+            cos, sin = cache.cos.index_select(0, slot)[None], cache.sin.index_select(0, slot)[None]
+            visible = (torch.arange(cache.keys.shape[3], device=x.device) <= position)[None]  # (T=1, capacity)
         for i, layer in enumerate(self.tfmr.layers):
             attn, mlp = layer.self_attn, layer.mlp
             h = layer.input_layernorm(x)
             q, k, v = [_linear(proj, h).view(batch, length, -1, attn.head_dim).transpose(1, 2)
                        for proj in (attn.q_proj, attn.k_proj, attn.v_proj)]  # (B, heads, T, head_dim)
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
-            cache.keys[i, :, :, start:end] = k
-            cache.values[i, :, :, start:end] = v
-            a = F.scaled_dot_product_attention(q, cache.keys[i, :, :, :end], cache.values[i, :, :, :end],
+            if visible is None:
+                cache.keys[i, :, :, start:end] = k
+                cache.values[i, :, :, start:end] = v
+                keys, values = cache.keys[i, :, :, :end], cache.values[i, :, :, :end]
+            else:
+                cache.keys[i].index_copy_(2, slot, k)
+                cache.values[i].index_copy_(2, slot, v)
+                keys, values = cache.keys[i], cache.values[i]
+            a = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible,
                                                is_causal=length > 1, scale=attn.scaling)
             x = x + _linear(attn.o_proj, a.transpose(1, 2).reshape(batch, length, channels))
             h = layer.post_attention_layernorm(x)
             x = x + _linear(mlp.down_proj, mlp.act_fn(_linear(mlp.gate_proj, h)) * _linear(mlp.up_proj, h))
-        cache.length = end
+        if position is None:
+            cache.length = end
         return self.tfmr.norm(x)
 
     @torch.inference_mode()
@@ -341,16 +363,21 @@ class T3(nn.Module):
         generator: torch.Generator | None = None,
         on_logits: Callable[[int, torch.Tensor], None] | None = None,
         use_kv_cache: bool = True,
+        run_ahead: bool | None = None,
     ) -> Iterator[int]:
         """Yield speech tokens one by one; the last is STOP_SPEECH_TOKEN if it was produced.
 
         `on_logits(step, logits)` sees the CFG-combined logits (1, V) of each step before
         any processing. `use_kv_cache=False` recomputes the whole sequence every step
-        with `forward` (the slow oracle for tests).
+        with `forward` (the slow oracle for tests). `run_ahead` (default: on a CUDA device)
+        starts each next step before the token is read back, so that the GPU never waits
+        for the host; the step after a stop token is then computed for nothing. Same tokens
+        either way.
         """
         p = params or SamplingParams()
         if p.max_new_tokens > self.config.speech_positions:
             raise ValueError(f"max_new_tokens {p.max_new_tokens} exceeds {self.config.speech_positions} positions")
+        run_ahead = self.device.type == "cuda" if run_ahead is None else run_ahead
         use_cfg = p.cfg_weight > 0
         embeds = self.build_inputs(cond, text_tokens, with_cfg_row=use_cfg)
         batch, prompt_length = embeds.shape[:2]
@@ -364,6 +391,15 @@ class T3(nn.Module):
             hidden = self.forward(embeds)
         seen = torch.full((1, p.max_new_tokens + 1), START_SPEECH_TOKEN, dtype=torch.long, device=self.device)
         positions = self.speech_pos_emb.emb.weight
+
+        def feed(token: torch.Tensor, position: int) -> torch.Tensor:
+            """Both rows' next hidden state, with `token` at speech position `position`."""
+            nonlocal embeds
+            step_embeds = (self.speech_emb(token) + positions[position]).expand(batch, -1, -1)  # (B, 1, C)
+            if use_kv_cache:
+                return self.forward_cached(step_embeds, cache)
+            embeds = torch.cat([embeds, step_embeds], dim=1)
+            return self.forward(embeds)
 
         for step in range(p.max_new_tokens):
             logits = _linear(self.speech_head, hidden[:, -1:])[:, 0].float()  # (B, V); sampling in float32
@@ -379,19 +415,25 @@ class T3(nn.Module):
             logits = top_p_filter(logits, p.top_p)
             token = sample_token(logits.softmax(dim=-1), generator, greedy=p.greedy)  # (1, 1)
             seen[:, step + 1 : step + 2] = token
-            # The one host transfer of a step: the caller streams ints (and we check the stop).
-            token_id = int(token)
-            yield token_id
-            if token_id == STOP_SPEECH_TOKEN or step + 1 == p.max_new_tokens:
-                return
+            last = step + 1 == p.max_new_tokens
 
-            # Feed the token back to both rows at speech position step + 1.
-            step_embeds = (self.speech_emb(token) + positions[step + 1]).expand(batch, -1, -1)  # (B, 1, C)
-            if use_kv_cache:
-                hidden = self.forward_cached(step_embeds, cache)
+            # The one host transfer of a step: the caller streams ints (and we check the stop).
+            if run_ahead and not last:
+                host = token.to("cpu", non_blocking=True)  # queued before the next step's kernels
+                copied = torch.cuda.Event() if token.is_cuda else None
+                if copied is not None:
+                    copied.record()
+                hidden = feed(token, step + 1)
+                if copied is not None:
+                    copied.synchronize()  # this token only, not the step just started
+                token_id = int(host)
             else:
-                embeds = torch.cat([embeds, step_embeds], dim=1)
-                hidden = self.forward(embeds)
+                token_id = int(token)
+            yield token_id
+            if token_id == STOP_SPEECH_TOKEN or last:
+                return
+            if not run_ahead:
+                hidden = feed(token, step + 1)
 
     def generate(
         self,

@@ -164,6 +164,34 @@ def test_cached_backbone_refuses_a_multi_position_step(tiny, cond):
             tiny.forward_cached(embeds[:, :2], cache)
 
 
+def test_step_at_a_position_tensor_equals_the_cached_step(tiny, cond):
+    """The fixed-shape step (CUDA graphs replay it): same hidden states and cache as the
+    step at cache.length, with garbage-free unused slots; the caller advances the length."""
+    embeds = tiny.build_inputs(cond, text(tiny), with_cfg_row=True)
+    steps = torch.randn(5, 2, 1, tiny.config.hidden_size, generator=torch.Generator().manual_seed(3))
+    capacity = embeds.shape[1] + len(steps) + 3  # spare slots stay masked
+    plain, fixed = KVCache(tiny, 2, capacity), KVCache(tiny, 2, capacity)
+    fixed.keys.zero_()
+    fixed.values.zero_()
+    position = torch.tensor(0)
+    with torch.no_grad():
+        tiny.forward_cached(embeds, plain)
+        tiny.forward_cached(embeds, fixed)
+        for x in steps:
+            expected = tiny.forward_cached(x, plain)
+            position.fill_(fixed.length)
+            got = tiny.forward_cached(x, fixed, position)
+            assert fixed.length == plain.length - 1  # not advanced by the step itself
+            fixed.length += 1
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        used = slice(0, plain.length)
+        torch.testing.assert_close(fixed.keys[:, :, :, used], plain.keys[:, :, :, used])
+        torch.testing.assert_close(fixed.values[:, :, :, used], plain.values[:, :, :, used])
+        assert not fixed.keys[:, :, :, plain.length:].any()  # later slots untouched
+        with pytest.raises(ValueError, match="one position"):
+            tiny.forward_cached(embeds[:, :2], fixed, position)
+
+
 def test_cfg_logits_combine_both_rows(tiny, cond):
     w = 0.7
     first: list[torch.Tensor] = []
@@ -213,6 +241,40 @@ def test_stop_token_ends_generation_and_is_returned(tiny, cond):
         with torch.no_grad():
             head.copy_(original)
     assert stopped == tokens[:k] + [STOP_SPEECH_TOKEN]
+
+
+@pytest.mark.parametrize("use_kv_cache", [True, False])
+def test_running_ahead_gives_the_same_tokens(tiny, cond, use_kv_cache):
+    """run_ahead (the GPU default) starts the next step before reading the token back:
+    same sampled tokens; at a stop it has computed one backbone step more."""
+    sampled = SamplingParams(temperature=1.0, min_p=0.0, max_new_tokens=8)
+
+    def run(run_ahead: bool, params: SamplingParams = GREEDY) -> tuple[list[int], int]:
+        shapes, hook = record_backbone_inputs(tiny)
+        try:
+            tokens = list(tiny.stream_tokens(cond, text(tiny), params, torch.Generator().manual_seed(5),
+                                             use_kv_cache=use_kv_cache, run_ahead=run_ahead))
+        finally:
+            hook.remove()
+        return tokens, len(shapes)
+
+    tokens, calls = run(False, sampled)
+    assert run(True, sampled) == (tokens, calls)  # no stop: the last token is never fed back either way
+    assert STOP_SPEECH_TOKEN not in tokens and len(set(tokens)) > 1
+    tokens = run(False)[0]
+    k = next(i for i in range(1, len(tokens)) if tokens[i] not in tokens[:i])
+    head = tiny.speech_head.weight
+    original = head.detach().clone()
+    try:
+        with torch.no_grad():  # the stop token takes over greedy token k's logit (as in the test above)
+            head[[tokens[k], STOP_SPEECH_TOKEN]] = original[[STOP_SPEECH_TOKEN, tokens[k]]]
+        stopped, stopped_calls = run(False)
+        ahead, ahead_calls = run(True)
+    finally:
+        with torch.no_grad():
+            head.copy_(original)
+    assert stopped == ahead == tokens[:k] + [STOP_SPEECH_TOKEN]
+    assert ahead_calls == stopped_calls + 1
 
 
 def test_too_long_or_unframed_text_raises(tiny, cond):
