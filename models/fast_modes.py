@@ -16,6 +16,7 @@ T3 decodes 13.2 tokens/s in int8, 5.6 in bf16 (whose prefill is 5x slower), 5.3 
 default (float32, oneDNN-packed at load) and 2.05 in the reference; teacher-forced along
 the default's tokens, int8's CFG logits are 3.9% from the default's (same argmax at 88% of
 steps), bf16's 2.7% (95%). Five flow steps make S3Gen 2.0x faster at a log-mel L1 of 0.09.
+The GPU modes (fp16, compile, cuda_graph) have not been timed yet: no GPU was at hand.
 """
 from __future__ import annotations
 
@@ -55,6 +56,11 @@ def _part(target, cls: type, attr: str):
     if isinstance(part, cls):
         return part
     raise ModeError(f"this mode changes a {cls.__name__}; got {type(target).__name__}")
+
+
+def _refuse_replaced_step(t3: T3) -> None:
+    if "forward_cached" in vars(t3):  # an instance attribute: int8, compile or cuda_graph set it
+        raise ModeError("T3's decoding step is already replaced by another mode; load it again")
 
 
 def _float_t3(target) -> T3:
@@ -287,8 +293,9 @@ def compile_(target, backend: str = "inductor") -> None:
     """torch.compile of the T3 step (`forward_cached`) and, for a pipeline, the flow estimator.
 
     CUDA only: on CPU, inductor needs minutes of compilation on 2 cores, and the decoding
-    step is bound by reading the weights, which compilation does not change. `backend`
-    other than inductor is for tests.
+    step is bound by reading the weights, which compilation does not change. After
+    `cuda_graph` ("fp16+cuda_graph+compile") it compiles the flow estimator only: the
+    graph already launches the T3 step at once. `backend` other than inductor is for tests.
     """
     t3 = target if isinstance(target, T3) else getattr(target, "t3", None)
     s3gen = target if isinstance(target, S3Gen) else getattr(target, "s3gen", None)
@@ -298,7 +305,10 @@ def compile_(target, backend: str = "inductor") -> None:
     devices = {part.device.type for part in parts}
     if backend == "inductor" and devices != {"cuda"}:
         raise ModeError(f"compile targets CUDA GPUs; the model is on {', '.join(sorted(devices))} (on CPU use int8)")
+    if t3 is not None and isinstance(t3.forward_cached, _GraphStep):
+        t3 = None
     if t3 is not None:
+        _refuse_replaced_step(t3)
         # Only the decoding steps: hundreds of calls of one shape (the cache length is
         # symbolic). The prefill runs once per text, with a new length each time.
         eager = t3.forward_cached
@@ -307,6 +317,71 @@ def compile_(target, backend: str = "inductor") -> None:
     if s3gen is not None:
         estimator = s3gen.flow.decoder.estimator
         estimator.forward = torch.compile(estimator.forward, dynamic=True, backend=backend)
+
+
+class _GraphStep:
+    """`T3.forward_cached` whose decoding steps replay a CUDA graph: one launch per step
+    instead of ~500 kernel launches, which on a fast GPU take longer than the kernels.
+
+    A graph binds the memory it was captured on, so it is captured for each generation's
+    KV cache at the first decoding step (a few ms: the kernels are recorded, not run) and
+    replayed with the step's input and position copied into its input tensors. The prefill
+    (T > 1) and calls for an older cache run eagerly.
+    """
+
+    def __init__(self, t3: T3):
+        self.eager = t3.forward_cached
+        self.cache: KVCache | None = None
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.warm = False
+
+    def __call__(self, inputs_embeds: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        if inputs_embeds.shape[1] != 1:
+            return self.eager(inputs_embeds, cache)
+        if cache is not self.cache:
+            self._capture(inputs_embeds, cache)
+        self.x.copy_(inputs_embeds)
+        self.position.fill_(cache.length)
+        self.graph.replay()
+        cache.length += 1
+        return self.out.clone()  # the next replay overwrites `out`
+
+    def _capture(self, x: torch.Tensor, cache: KVCache) -> None:
+        self.graph = self.cache = None  # the old graph's memory goes back to the allocator
+        # Every later slot is attended to with weight 0, so it must be finite (the cache is
+        # allocated uninitialised).
+        cache.keys[:, :, :, cache.length:].zero_()
+        cache.values[:, :, :, cache.length:].zero_()
+        self.x = x.clone()
+        self.position = torch.tensor(cache.length, device=x.device)
+        if not self.warm:
+            # Libraries initialise lazily on a first call, which must not happen while
+            # capturing; run one step on a side stream first, as CUDA graphs require. It
+            # writes the same keys and values the captured step will write.
+            side = torch.cuda.Stream(x.device)
+            side.wait_stream(torch.cuda.current_stream(x.device))
+            with torch.cuda.stream(side):
+                self.eager(self.x, cache, self.position)
+            torch.cuda.current_stream(x.device).wait_stream(side)
+            self.warm = True
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: the S3Gen decoder may be running on another thread meanwhile.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            self.out = self.eager(self.x, cache, self.position)
+        self.graph, self.cache = graph, cache
+
+
+def cuda_graph(target) -> None:
+    """T3's decoding step replayed as one CUDA graph per generation (after fp16 or alone).
+
+    CUDA only. Same arithmetic as the eager step, except that attention runs over the whole
+    cache capacity with the unused slots masked (another kernel's summation order).
+    """
+    t3 = _part(target, T3, "t3")
+    if t3.device.type != "cuda":
+        raise ModeError(f"cuda_graph needs a CUDA GPU; T3 is on {t3.device}")
+    _refuse_replaced_step(t3)
+    t3.forward_cached = _GraphStep(t3)
 
 
 FAST_MODES: dict[str, FastMode] = {
@@ -318,14 +393,22 @@ FAST_MODES: dict[str, FastMode] = {
         FastMode("fewer_flow_steps", f"S3Gen flow matching with {FEWER_FLOW_STEPS} Euler steps instead of 10",
                  fewer_flow_steps),
         FastMode("compile", "torch.compile of the T3 step and the flow estimator (CUDA only)", compile_),
+        FastMode("cuda_graph", "T3 decoding steps replayed as a CUDA graph (CUDA only; combines with fp16)",
+                 cuda_graph),
     )
 }
 
 
 def apply_mode(target, name: str):
-    """Apply the fast mode `name` to `target` (pipeline, T3 or S3Gen) in place and return it."""
-    mode = FAST_MODES.get(name)
-    if mode is None:
-        raise ModeError(f"unknown fast mode {name!r}; known: {', '.join(FAST_MODES)}")
-    mode.apply(target)
+    """Apply the fast mode `name` to `target` (pipeline, T3 or S3Gen) in place and return it.
+
+    Names joined by "+" apply in that order ("fp16+cuda_graph"); if a later one raises
+    `ModeError`, the earlier ones stay applied.
+    """
+    names = name.split("+")
+    unknown = [n for n in names if n not in FAST_MODES]
+    if unknown:
+        raise ModeError(f"unknown fast mode {unknown[0]!r}; known: {', '.join(FAST_MODES)}")
+    for n in names:
+        FAST_MODES[n].apply(target)
     return target

@@ -118,6 +118,8 @@ def test_gpu_only_modes_are_refused_on_cpu_without_changes():
         apply_mode(model, "fp16")
     with pytest.raises(ModeError, match="CUDA"):
         apply_mode(model, "compile")
+    with pytest.raises(ModeError, match="CUDA"):
+        apply_mode(model, "cuda_graph")
     assert model.dtype == torch.float32 and "forward_cached" not in vars(model)
 
 
@@ -126,7 +128,23 @@ def test_unknown_mode_and_wrong_target_are_refused():
         apply_mode(tiny_t3(), "int4")
     with pytest.raises(ModeError, match="S3Gen"):
         apply_mode(tiny_t3(), "fewer_flow_steps")
-    assert set(FAST_MODES) == {"int8", "bf16", "fp16", "fewer_flow_steps", "compile"}
+    assert set(FAST_MODES) == {"int8", "bf16", "fp16", "fewer_flow_steps", "compile", "cuda_graph"}
+    model = tiny_t3()
+    with pytest.raises(ModeError, match="'int4'"):
+        apply_mode(model, "bf16+int4")  # every name is checked before any mode applies
+    assert model.dtype == torch.float32
+
+
+def test_modes_joined_by_plus_apply_in_order(cond):
+    with torch.device("meta"):
+        s3gen = S3Gen()
+    pipeline = SimpleNamespace(t3=tiny_t3(), s3gen=s3gen)
+    apply_mode(pipeline, "int8+fewer_flow_steps")
+    assert isinstance(pipeline.t3.speech_head, Int8Linear)
+    assert pipeline.s3gen.inference.keywords == {"n_timesteps": FEWER_FLOW_STEPS}
+    # A second step replacement is refused: it would wrap (or be wrapped by) the first.
+    with pytest.raises(ModeError, match="already replaced"):
+        compile_(pipeline.t3, backend="eager")
 
 
 def test_fewer_flow_steps_reaches_the_flow_solver():
@@ -175,3 +193,20 @@ def test_compiled_flow_estimator_matches_eager():
         torch._dynamo.reset()
     assert "forward" in vars(flow.decoder.estimator)  # the instance now runs the compiled forward
     torch.testing.assert_close(compiled, mel, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+@pytest.mark.parametrize("dtype", ["float32", "fp16"])
+def test_cuda_graph_steps_match_the_eager_steps(cond, dtype):
+    model = tiny_t3().cuda()
+    if dtype == "fp16":
+        apply_mode(model, "fp16")
+    cond = T3Cond(cond.speaker_emb.cuda(), cond.cond_prompt_speech_tokens.cuda(), cond.emotion_adv)
+    tokens, logits = decode(model, cond)
+    apply_mode(model, "cuda_graph")
+    for _ in range(2):  # the second generation has a new cache: captured again
+        g_tokens, g_logits = decode(model, cond)
+        assert g_tokens == tokens
+        tol = 1e-4 if dtype == "float32" else 2e-2
+        torch.testing.assert_close(g_logits, logits, atol=tol, rtol=tol)
+    assert model.forward_cached.graph is not None  # the steps ran as a graph
