@@ -115,12 +115,24 @@ def _modes() -> dict[str, Mode]:
     changes = {"fewer_flow_steps": ("s3gen",), "compile": ("t3", "s3gen")}
     stream = {"fewer_flow_steps": {"n_timesteps": FEWER_FLOW_STEPS}}
     return {name: Mode(name, fast.about, name, changes.get(name, ("t3",)), stream.get(name, {}),
-                       cuda_only=name in ("fp16", "compile"))
+                       cuda_only=name in ("fp16", "compile", "cuda_graph"))
             for name, fast in FAST_MODES.items()}
 
 
-# Every fast mode of models/fast_modes.py; `--modes` accepts exactly these names.
+# Every fast mode of models/fast_modes.py; `--modes` takes these names, or several joined
+# by "+" (applied in that order, e.g. fp16+cuda_graph).
 MODES: dict[str, Mode] = _modes()
+
+
+def mode_named(name: str) -> Mode:
+    """MODES[name], or the modes of "a+b+..." as one (KeyError for an unknown part)."""
+    if name in MODES:
+        return MODES[name]
+    parts = [MODES[part] for part in name.split("+")]
+    changes = tuple(dict.fromkeys(c for part in parts for c in part.changes))
+    stream = {k: v for part in parts for k, v in part.stream.items()}
+    return Mode(name, "; ".join(part.about for part in parts), name, changes, stream,
+                cuda_only=any(part.cuda_only for part in parts))
 
 
 # --- measuring one side (runs in a worker process) ---------------------------------------
@@ -363,18 +375,22 @@ def worker_env(threads: int, wait_policy: str) -> dict[str, str]:
     return env
 
 
+class WorkerFailed(RuntimeError):
+    """A side's process exited with an error or printed no figures."""
+
+
 def run_worker(cmd: list[str], env: dict[str, str]) -> dict:
     """Run one side; its stderr passes through, its last stdout line is its JSON."""
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     if proc.returncode != 0 or not lines:
-        raise SystemExit(f"benchmark worker failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-2000:]}")
+        raise WorkerFailed(f"benchmark worker failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-2000:]}")
     return json.loads(lines[-1])
 
 
 def format_table(results: dict) -> str:
     columns = [("ours", results)] + [(name, r) for name, r in results.get("modes", {}).items()
-                                     if "skipped" not in r]
+                                     if "skipped" not in r and "failed" not in r]
     reference = results.get("reference")
     header = ["figure"] + [name for name, _ in columns]
     if reference:
@@ -417,7 +433,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write all figures to this file")
     parser.add_argument("--smoke", action="store_true", help="tiny token counts (CI: checks every path, not speed)")
     parser.add_argument("--modes", nargs="*", default=[], metavar="NAME",
-                        help=f"fast modes to time as well (known: {', '.join(MODES) or 'none yet'})")
+                        help=f"fast modes to time as well (known: {', '.join(MODES) or 'none yet'}; "
+                             "join names with + to combine them, e.g. fp16+cuda_graph)")
     parser.add_argument("--reference-python", type=Path,
                         help="python of a virtualenv with chatterbox-tts==0.1.7, to time the reference too")
     parser.add_argument("--voice", type=Path, help="reference clip (default: the parity kit's ref_a.wav)")
@@ -431,7 +448,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--save-outputs", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--compare-to", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    unknown = [m for m in args.modes if m not in MODES]
+    unknown = [m for m in args.modes if not all(part in MODES for part in m.split("+"))]
     if unknown:
         parser.error(f"unknown mode(s) {', '.join(map(repr, unknown))}; known modes: {', '.join(MODES) or 'none yet'}")
     if args.reference_python and not args.reference_python.is_file():
@@ -443,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         w = Workload(**{k: v for k, v in json.loads(args.workload).items() if k != "s3gen_token_ids"})
-        mode = BASELINE if args.worker == BASELINE.name else MODES[args.worker]
+        mode = BASELINE if args.worker == BASELINE.name else mode_named(args.worker)
         with contextlib.redirect_stdout(sys.stderr):  # only the JSON line goes to stdout
             result = measure_ours(args.checkpoint, w, mode, args.device, args.save_outputs, args.compare_to)
         print(json.dumps(result), flush=True)
@@ -463,35 +480,49 @@ def main(argv: list[str] | None = None) -> int:
                "--worker", mode, "--workload", workload.to_json(), *extra]
         return run_worker(cmd + (["--device", args.device] if args.device else []), env)
 
+    def mode_figures(mode: str, *extra: str) -> dict:
+        """A mode's figures; a mode that crashes is recorded as failed and the others still run."""
+        try:
+            return ours(mode, *extra)
+        except WorkerFailed as exc:
+            print(exc, file=sys.stderr)
+            return {"mode": mode, "failed": str(exc).splitlines()[0]}
+
     print(f"benchmark: {'smoke' if args.smoke else 'full'} workload, {workload.threads} torch threads",
           file=sys.stderr)
     results = {"workload": json.loads(workload.to_json()), "checkpoint": checkpoint, "smoke": args.smoke,
                "machine": {"cpus": os.cpu_count(), "platform": sys.platform, "loadavg_start": _loadavg(),
                            "omp_wait_policy": env.get("OMP_WAIT_POLICY", "unset")},
                "modes_known": {name: m.about for name, m in MODES.items()}}
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        default_outputs = Path(tmp) / "default_outputs.pt"  # the default's logits and mel, for deviations
-        results.update(ours(BASELINE.name, "--save-outputs", str(default_outputs)))
-        results["modes"] = {name: ours(name, "--compare-to", str(default_outputs)) for name in args.modes}
-    if args.reference_python:
-        results["reference"] = run_worker(
-            [str(args.reference_python), str(REFERENCE_WORKER), "--checkpoint", checkpoint,
-             "--device", args.reference_device, "--workload", workload.to_json()], env)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+            default_outputs = Path(tmp) / "default_outputs.pt"  # the default's logits and mel, for deviations
+            results.update(ours(BASELINE.name, "--save-outputs", str(default_outputs)))
+            results["modes"] = {name: mode_figures(name, "--compare-to", str(default_outputs))
+                                for name in args.modes}
+        if args.reference_python:
+            results["reference"] = run_worker(
+                [str(args.reference_python), str(REFERENCE_WORKER), "--checkpoint", checkpoint,
+                 "--device", args.reference_device, "--workload", workload.to_json()], env)
+    except WorkerFailed as exc:  # without the default's or the reference's figures there is no table
+        raise SystemExit(str(exc)) from None
 
     results["machine"]["loadavg_end"] = _loadavg()  # other jobs on the machine skew every figure
     print(format_table(results))
     for name, r in results["modes"].items():
         if "skipped" in r:
             print(f"mode {name} skipped: {r['skipped']}")
+        if "failed" in r:
+            print(f"mode {name} FAILED: {r['failed']}")
     kinds = {name: r.get("first_audio_kind") for name, r in
              [("ours", results), *results["modes"].items(), ("reference", results.get("reference") or {})]
-             if r and "skipped" not in r}
+             if r and "skipped" not in r and "failed" not in r}
     print(f"first audio: {', '.join(f'{k} {v}' for k, v in kinds.items())}; "
           f"x/ref = figure / reference figure; {workload.threads} torch threads, {os.cpu_count()} CPUs, "
           f"load average {results['machine']['loadavg_start']} -> {results['machine']['loadavg_end']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    return 0
+    return 1 if any("failed" in r for r in results["modes"].values()) else 0
 
 
 if __name__ == "__main__":

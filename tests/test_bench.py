@@ -67,8 +67,18 @@ def test_every_fast_mode_is_registered():
     from models.fast_modes import FAST_MODES
 
     assert set(bench.MODES) == set(FAST_MODES)
-    assert {name for name, mode in bench.MODES.items() if mode.cuda_only} == {"fp16", "compile"}
+    assert {name for name, mode in bench.MODES.items() if mode.cuda_only} == {"fp16", "compile", "cuda_graph"}
     assert bench.MODES["fewer_flow_steps"].stream["n_timesteps"] < 10  # reaches the streaming decoder too
+
+
+def test_modes_joined_by_plus_combine_what_they_change():
+    both = bench.mode_named("fp16+fewer_flow_steps")
+    assert both.fast_mode == "fp16+fewer_flow_steps" and both.cuda_only
+    assert both.changes == ("t3", "s3gen") and both.stream == bench.MODES["fewer_flow_steps"].stream
+    assert not bench.mode_named("int8+fewer_flow_steps").cuda_only
+    assert bench.parse_args(["--checkpoint", ".", "--modes", "fp16+cuda_graph"]).modes == ["fp16+cuda_graph"]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--checkpoint", ".", "--modes", "fp16+int4"])
 
 
 def test_deviation_counts_argmax_agreement_and_distances():
@@ -115,6 +125,13 @@ def test_workers_get_the_same_threads_and_wait_policy(monkeypatch):
     assert bench.worker_env(2, "inherit")["OMP_WAIT_POLICY"] == "ACTIVE"
     monkeypatch.delenv("OMP_WAIT_POLICY")
     assert "OMP_WAIT_POLICY" not in bench.worker_env(2, "inherit")
+
+
+def test_worker_figures_are_its_last_line_and_a_crash_is_reported():
+    ok = bench.run_worker([sys.executable, "-c", "print('warming up'); print('{\"x\": 1}')"], {})
+    assert ok == {"x": 1}
+    with pytest.raises(bench.WorkerFailed, match="exit 3"):
+        bench.run_worker([sys.executable, "-c", "print('{}'); raise SystemExit(3)"], {})
 
 
 def test_first_block_fits_the_workload():
