@@ -70,6 +70,16 @@ class PackedLinear(nn.Module):
             raise TypeError(f"PackedLinear takes float32 input, got {x.dtype}")
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
+    def _apply(self, fn, recurse=True):
+        # `Module.to`, `.half()`, `.cuda()` ... reach tensors through this hook, but the packed
+        # weight is opaque to them: say so, rather than leave a float32 CPU layer in a
+        # model that was moved or cast. (Staying float32 on the CPU is fine.)
+        probe = fn(torch.zeros(1))
+        if probe.device.type != "cpu" or probe.dtype != torch.float32:
+            raise ValueError(f"a PackedLinear keeps a oneDNN-packed float32 weight on the CPU and cannot become "
+                             f"{probe.dtype} on {probe.device}; call unpack_linears(model) first")
+        return super()._apply(fn, recurse)
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 

@@ -70,6 +70,17 @@ def test_packed_layer_refuses_autograd_and_other_dtypes():
         PackedLinear(torch.zeros(4, 3, dtype=torch.bfloat16))
 
 
+def test_moving_or_casting_a_packed_model_is_refused_until_unpacked():
+    model = nn.Sequential(nn.Linear(8, 4), nn.Linear(4, 3))
+    pack_linears(model, under=("1",))
+    model.to("cpu").float()  # no change: allowed
+    for change in (lambda m: m.to(torch.bfloat16), lambda m: m.half(), lambda m: m.double()):
+        with pytest.raises(ValueError, match="unpack_linears"):
+            change(model)
+    unpack_linears(model)
+    assert model.to(torch.bfloat16)[1].weight.dtype == torch.bfloat16
+
+
 def test_packed_t3_decodes_the_same_tokens_and_unpacks_to_the_same_weights(cond):
     plain = tiny_t3()
     tokens, logits = decode(plain, cond)
