@@ -388,9 +388,13 @@ def run_worker(cmd: list[str], env: dict[str, str]) -> dict:
     return json.loads(lines[-1])
 
 
+def has_figures(side: dict) -> bool:
+    """Whether a side ran (not skipped for its device, not crashed)."""
+    return bool(side) and "skipped" not in side and "failed" not in side
+
+
 def format_table(results: dict) -> str:
-    columns = [("ours", results)] + [(name, r) for name, r in results.get("modes", {}).items()
-                                     if "skipped" not in r and "failed" not in r]
+    columns = [("ours", results)] + [(name, r) for name, r in results.get("modes", {}).items() if has_figures(r)]
     reference = results.get("reference")
     header = ["figure"] + [name for name, _ in columns]
     if reference:
@@ -516,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mode {name} FAILED: {r['failed']}")
     kinds = {name: r.get("first_audio_kind") for name, r in
              [("ours", results), *results["modes"].items(), ("reference", results.get("reference") or {})]
-             if r and "skipped" not in r and "failed" not in r}
+             if has_figures(r)}
     print(f"first audio: {', '.join(f'{k} {v}' for k, v in kinds.items())}; "
           f"x/ref = figure / reference figure; {workload.threads} torch threads, {os.cpu_count()} CPUs, "
           f"load average {results['machine']['loadavg_start']} -> {results['machine']['loadavg_end']}")

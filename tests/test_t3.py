@@ -2,9 +2,11 @@
 config against the manifest, and parity replays of the e/f/g goldens on the fake checkpoint."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import math
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -224,22 +226,28 @@ def test_same_seed_same_tokens_other_seed_differs(tiny, cond):
     assert run(1) != run(2)
 
 
-def test_stop_token_ends_generation_and_is_returned(tiny, cond):
-    tokens = tiny.generate(cond, text(tiny), GREEDY).tolist()
-    assert STOP_SPEECH_TOKEN not in tokens
-    # Make the stop token take the logit of the first token not produced before it: the
-    # history up to there is unchanged, and that step now picks the stop token.
+@contextlib.contextmanager
+def stop_takes_over(model: T3, tokens: list[int]) -> Iterator[int]:
+    """Swap the speech head rows of the stop token and of the first token of the greedy
+    `tokens` not produced before it (index k, yielded): the history up to k is unchanged,
+    and step k now picks the stop token. The head is restored afterwards."""
     k = next(i for i in range(1, len(tokens)) if tokens[i] not in tokens[:i])
-    swapped = tokens[k]
-    head = tiny.speech_head.weight
+    head = model.speech_head.weight
     original = head.detach().clone()
     try:
         with torch.no_grad():
-            head[[swapped, STOP_SPEECH_TOKEN]] = original[[STOP_SPEECH_TOKEN, swapped]]
-        stopped = tiny.generate(cond, text(tiny), GREEDY).tolist()
+            head[[tokens[k], STOP_SPEECH_TOKEN]] = original[[STOP_SPEECH_TOKEN, tokens[k]]]
+        yield k
     finally:
         with torch.no_grad():
             head.copy_(original)
+
+
+def test_stop_token_ends_generation_and_is_returned(tiny, cond):
+    tokens = tiny.generate(cond, text(tiny), GREEDY).tolist()
+    assert STOP_SPEECH_TOKEN not in tokens
+    with stop_takes_over(tiny, tokens) as k:
+        stopped = tiny.generate(cond, text(tiny), GREEDY).tolist()
     assert stopped == tokens[:k] + [STOP_SPEECH_TOKEN]
 
 
@@ -262,17 +270,9 @@ def test_running_ahead_gives_the_same_tokens(tiny, cond, use_kv_cache):
     assert run(True, sampled) == (tokens, calls)  # no stop: the last token is never fed back either way
     assert STOP_SPEECH_TOKEN not in tokens and len(set(tokens)) > 1
     tokens = run(False)[0]
-    k = next(i for i in range(1, len(tokens)) if tokens[i] not in tokens[:i])
-    head = tiny.speech_head.weight
-    original = head.detach().clone()
-    try:
-        with torch.no_grad():  # the stop token takes over greedy token k's logit (as in the test above)
-            head[[tokens[k], STOP_SPEECH_TOKEN]] = original[[STOP_SPEECH_TOKEN, tokens[k]]]
+    with stop_takes_over(tiny, tokens) as k:
         stopped, stopped_calls = run(False)
         ahead, ahead_calls = run(True)
-    finally:
-        with torch.no_grad():
-            head.copy_(original)
     assert stopped == ahead == tokens[:k] + [STOP_SPEECH_TOKEN]
     assert ahead_calls == stopped_calls + 1
 
