@@ -15,9 +15,10 @@ from typing import Sequence
 
 import numpy as np
 
-DEFAULT_MAX_CHARS = 300  # what one generation reliably speaks within its 1000 tokens
-LANGUAGES = ("en", "de")
-MAX_SEED = 2**63 - 1  # the largest seed torch.Generator.manual_seed accepts
+from .constants import CHUNK_CHARS as DEFAULT_MAX_CHARS
+from .constants import MAX_GENERATOR_SEED
+
+LANGUAGES = ("en", "de")  # languages whose sentence rules are written below
 # An over-long sentence is cut at its last clause mark (",", ";", ":", a dash) only if the
 # piece before it keeps at least this share of max_chars; shorter pieces make poor
 # generations, so the cut falls back to the last space instead.
@@ -249,15 +250,15 @@ def join_audio(parts: Sequence[np.ndarray], sample_rate: int, pause_s: float = 0
 
 
 def chunk_seed(seed: int, index: int) -> int:
-    """The seed of chunk `index` of a request seeded with `seed`, in [0, MAX_SEED].
+    """The seed of chunk `index` of a request seeded with `seed`, in [0, MAX_GENERATOR_SEED].
 
     Chunk 0 keeps the request seed, so text that fits one chunk sounds as it would without
     chunking; later chunks get a hash of (seed, index), so each has its own generator
     while the whole request is reproducible from one seed.
     """
     seed, index = operator.index(seed), operator.index(index)
-    if not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be in [0, {MAX_SEED}], got {seed}")
+    if not 0 <= seed <= MAX_GENERATOR_SEED:
+        raise ValueError(f"seed must be in [0, {MAX_GENERATOR_SEED}], got {seed}")
     if index < 0:
         raise ValueError(f"index must be >= 0, got {index}")
     if index == 0:

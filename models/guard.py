@@ -15,8 +15,8 @@ from typing import Iterable
 
 import numpy as np
 
-S3_TOKEN_RATE = 25  # speech tokens per second of audio
-MAX_NEW_TOKENS = 1000  # the reference's per-generation limit: 40 s
+from .constants import MAX_NEW_TOKENS, S3_TOKEN_RATE
+
 # Read speech runs at about 14-15 characters per second (~150 words/min); 6 is well under half
 # of that, slower than Chatterbox speaks even at low CFG ("pace") and high exaggeration.
 SLOWEST_CHARS_PER_S = 6.0

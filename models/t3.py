@@ -18,6 +18,8 @@ from torch import nn
 from transformers import LlamaConfig, LlamaModel
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from .constants import (SPEECH_CODEBOOK_SIZE, START_SPEECH_TOKEN, START_TEXT_TOKEN, STOP_SPEECH_TOKEN,
+                        STOP_TEXT_TOKEN)
 from .perceiver import Perceiver, PerceiverConfig
 from .sampling import (
     SamplingParams,
@@ -28,11 +30,6 @@ from .sampling import (
     top_p_filter,
 )
 
-START_TEXT_TOKEN = 255
-STOP_TEXT_TOKEN = 0
-SPEECH_CODEBOOK_SIZE = 6561  # S3 tokenizer codes 0..6560 (3^8 FSQ levels); all S3Gen understands
-START_SPEECH_TOKEN = 6561
-STOP_SPEECH_TOKEN = 6562
 CPU_WEIGHT_BLOCK_BYTES = 2 * 2**20  # weight slice a CPU decoding step multiplies at once (stays in cache)
 
 
@@ -227,6 +224,9 @@ class T3(nn.Module):
         self.speech_pos_emb = LearnedPositionEmbedding(config.speech_positions, c)
         self.text_head = nn.Linear(c, config.text_tokens_dict_size, bias=False)  # unused at inference
         self.speech_head = nn.Linear(c, config.speech_tokens_dict_size, bias=False)
+        # A decoding step set once when the model is built with a speed option
+        # (models/fast_modes.py: int8, CUDA graph, compile); None runs `layers_cached`.
+        self.fast_step: Callable[[torch.Tensor, KVCache], torch.Tensor] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -303,8 +303,15 @@ class T3(nn.Module):
 
     # --- decoding -------------------------------------------------------------------
 
-    def forward_cached(self, inputs_embeds: torch.Tensor, cache: KVCache,
-                       position: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_cached(self, inputs_embeds: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """The backbone over (B, T, C) at positions cache.length.., extending the cache: the
+        build's `fast_step` if it has one, else `layers_cached`."""
+        if self.fast_step is not None:
+            return self.fast_step(inputs_embeds, cache)
+        return self.layers_cached(inputs_embeds, cache)
+
+    def layers_cached(self, inputs_embeds: torch.Tensor, cache: KVCache,
+                      position: torch.Tensor | None = None) -> torch.Tensor:
         """The backbone over (B, T, C) at positions cache.length.., extending the cache.
 
         Same layers and weights as `forward` (the oracle), run step by step: T > 1 only

@@ -7,7 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from models.chunking import MAX_SEED, chunk_seed, join_audio, split_sentences, split_text, stitched_length
+from models.constants import MAX_GENERATOR_SEED as MAX_SEED
+from models.chunking import chunk_seed, join_audio, split_sentences, split_text, stitched_length
 
 SR = 24_000
 

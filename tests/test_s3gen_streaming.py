@@ -19,7 +19,7 @@ from models.s3gen.hift import HiFTConfig, HiFTGenerator, SourceDraws
 from models.s3gen.s3gen import ReferenceEmbedding
 from models.s3gen.streaming import (HIFT_REACH_FRAMES, StreamConfig, StreamingS3Gen, StreamingVocoder,
                                     decode_whole, stream_s3gen)
-from models.t3 import START_SPEECH_TOKEN, STOP_SPEECH_TOKEN
+from models.constants import START_SPEECH_TOKEN, STOP_SPEECH_TOKEN
 
 N_FEATS, VOCAB, XVEC = 8, 50, 12
 TINY_FLOW = FlowConfig(vocab_size=VOCAB, spk_embed_dim=XVEC,
@@ -82,7 +82,7 @@ def tokens(n: int, seed: int = 2) -> list[int]:
 @pytest.fixture(scope="module")
 def local_s3gen():
     torch.manual_seed(3)
-    return SimpleNamespace(flow=LocalFlow().eval(), mel2wav=tiny_hift())
+    return SimpleNamespace(flow=LocalFlow().eval(), mel2wav=tiny_hift(), n_timesteps=10)
 
 
 def run_stream(s3gen, toks, ref, config, seed=0):
@@ -220,11 +220,11 @@ def test_real_tiny_flow_streams_whole_length():
     for name, p in flow.named_parameters():
         if "pos_bias" in name:
             nn.init.normal_(p)
-    s3gen = SimpleNamespace(flow=flow, mel2wav=tiny_hift())
+    s3gen = SimpleNamespace(flow=flow, mel2wav=tiny_hift(), n_timesteps=2)  # both decodes read the steps here
     ref, toks = tiny_ref(n_prompt=6, prompt_frames=13), tokens(30)  # odd prompt mel: 2N - 1 frames
-    config = StreamConfig(first_block=15, block=5, max_tokens=30, n_timesteps=2)  # runs at 15, 20, 30
+    config = StreamConfig(first_block=15, block=5, max_tokens=30)  # runs at 15, 20, 30
     decoder, pieces, arrivals = run_stream(s3gen, toks, ref, config)
-    whole = decode_whole(s3gen, torch.tensor(toks), ref, decoder.noise, n_timesteps=2)
+    whole = decode_whole(s3gen, torch.tensor(toks), ref, decoder.noise)
     assert sum(len(p) for p in pieces) == len(whole) == (2 * 30 - 1) * 480
     assert arrivals == [15, 20, 30, None]  # the run at 30 still keeps back the look-ahead for finish
     rel = (torch.cat(pieces) - whole).pow(2).mean().sqrt() / whole.pow(2).mean().sqrt()
@@ -240,12 +240,12 @@ def test_fake_checkpoint_stream_is_seamless_and_close(fake_ckpt, parity_dir):
     from tools.parity import Context
 
     ctx = Context(fake_ckpt)
-    s3gen = SimpleNamespace(flow=ctx.s3gen_part("flow"), mel2wav=ctx.s3gen_part("mel2wav"))
+    n_steps = 3  # the schedule and joins do not depend on the Euler step count; CPU time does
+    s3gen = SimpleNamespace(flow=ctx.s3gen_part("flow"), mel2wav=ctx.s3gen_part("mel2wav"), n_timesteps=n_steps)
     gen = Conditionals.from_file(fake_ckpt / "conds.pt").gen
     ref = ReferenceEmbedding(gen.prompt_token[:25], gen.prompt_feat[:50], gen.embedding)
     toks = np.load(parity_dir / "golden" / "h_s3gen_flow.npz")["speech_tokens"].tolist()
-    n_steps = 3  # the schedule and joins do not depend on the Euler step count; CPU time does
-    config = StreamConfig(max_tokens=len(toks), n_timesteps=n_steps)
+    config = StreamConfig(max_tokens=len(toks))
 
     decoder = StreamingS3Gen(s3gen, ref, torch.Generator().manual_seed(0), config)
     t0, pieces, first_at = time.perf_counter(), [], None
@@ -256,7 +256,7 @@ def test_fake_checkpoint_stream_is_seamless_and_close(fake_ckpt, parity_dir):
             first_at = first_at or time.perf_counter() - t0
     pieces.append(decoder.finish())
     t1 = time.perf_counter()
-    whole = decode_whole(s3gen, torch.tensor(toks), ref, decoder.noise, n_timesteps=n_steps)
+    whole = decode_whole(s3gen, torch.tensor(toks), ref, decoder.noise)
     t_whole = time.perf_counter() - t1
     streamed = torch.cat(pieces)
     print(f"\nfirst piece after {first_at:.1f} s, stream {t1 - t0:.1f} s, whole decode {t_whole:.1f} s")

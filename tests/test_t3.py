@@ -182,7 +182,7 @@ def test_step_at_a_position_tensor_equals_the_cached_step(tiny, cond):
         for x in steps:
             expected = tiny.forward_cached(x, plain)
             position.fill_(fixed.length)
-            got = tiny.forward_cached(x, fixed, position)
+            got = tiny.layers_cached(x, fixed, position)
             assert fixed.length == plain.length - 1  # not advanced by the step itself
             fixed.length += 1
             torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
@@ -191,7 +191,7 @@ def test_step_at_a_position_tensor_equals_the_cached_step(tiny, cond):
         torch.testing.assert_close(fixed.values[:, :, :, used], plain.values[:, :, :, used])
         assert not fixed.keys[:, :, :, plain.length:].any()  # later slots untouched
         with pytest.raises(ValueError, match="one position"):
-            tiny.forward_cached(embeds[:, :2], fixed, position)
+            tiny.layers_cached(embeds[:, :2], fixed, position)
 
 
 def test_cfg_logits_combine_both_rows(tiny, cond):

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .hift import HiFTGenerator, SourceDraws, apply_fade_in, fade_in_envelope
 from .s3gen import ReferenceEmbedding, S3Gen
-from ..t3 import SPEECH_CODEBOOK_SIZE, STOP_SPEECH_TOKEN
+from ..constants import MAX_NEW_TOKENS, SPEECH_CODEBOOK_SIZE, STOP_SPEECH_TOKEN
 
 HIFT_REACH_FRAMES = 14  # mel frames beyond which HiFT's output cannot see (receptive field 13.3)
 
@@ -47,16 +47,15 @@ class StreamConfig:
     max_block: int = 100           # ... up to this
     context_frames: int = HIFT_REACH_FRAMES   # re-vocoded left context of every vocoder call
     holdback_frames: int = HIFT_REACH_FRAMES  # right-edge frames whose audio waits for the next call
-    max_tokens: int = 1000         # noise is drawn once for this many tokens (T3's limit)
-    n_timesteps: int = 10          # flow Euler steps
+    max_tokens: int = MAX_NEW_TOKENS  # noise is drawn once for this many tokens (T3's limit)
 
     def __post_init__(self):
         if self.first_block < 1 or not 1 <= self.block <= self.max_block:
             raise ValueError("need first_block >= 1 and 1 <= block <= max_block")
         if self.context_frames < 0 or self.holdback_frames < 0:
             raise ValueError("context_frames and holdback_frames must be >= 0")
-        if self.max_tokens < 1 or self.n_timesteps < 1:
-            raise ValueError("max_tokens and n_timesteps must be >= 1")
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -219,7 +218,7 @@ class StreamingS3Gen:
             tokens = torch.tensor(self.tokens, dtype=torch.long)
             self._mel = self.s3gen.flow.inference(tokens, self.ref.prompt_token, self.ref.prompt_feat,
                                                   self.ref.embedding, noise=self.noise.flow[..., :n_frames],
-                                                  n_timesteps=self.config.n_timesteps)
+                                                  n_timesteps=self.s3gen.n_timesteps)
             self._mel_tokens = len(self.tokens)
         stable = self._mel.shape[1] if final else max(self._committed, self._mel.shape[1] - self.lookahead_frames)
         piece = self.vocoder.push(self._mel[:, self._committed:stable], final=final)
@@ -258,13 +257,12 @@ def stream_s3gen(s3gen: S3Gen, tokens: Iterable[int], ref: ReferenceEmbedding,
 
 
 @torch.inference_mode()
-def decode_whole(s3gen: S3Gen, tokens: Tensor, ref: ReferenceEmbedding, noise: UtteranceNoise,
-                 n_timesteps: int = 10) -> Tensor:
+def decode_whole(s3gen: S3Gen, tokens: Tensor, ref: ReferenceEmbedding, noise: UtteranceNoise) -> Tensor:
     """Non-streamed decode of already-filtered `tokens` with the given noise: what a stream approximates."""
     ref = ref.to(s3gen.flow.device)
     n_frames = s3gen.flow.config.encoder.upsample * (ref.prompt_token.numel() + tokens.numel())
     mel = s3gen.flow.inference(tokens, ref.prompt_token, ref.prompt_feat, ref.embedding,
-                               noise=noise.flow[..., :n_frames], n_timesteps=n_timesteps)
+                               noise=noise.flow[..., :n_frames], n_timesteps=s3gen.n_timesteps)
     n_samples = mel.shape[1] * s3gen.mel2wav.config.samples_per_frame
     draws = SourceDraws(noise.source.phases, noise.source.noise[..., :n_samples])
     return apply_fade_in(s3gen.mel2wav.forward(mel[None], draws).wav[0])
