@@ -276,7 +276,8 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None,
     out["conditioning_s"] = time.perf_counter() - start
 
     # T3: timestamps of a streamed generation split prefill (to the first token) from decoding.
-    text_tokens = tts.t3.frame_text(tts.tokenizer.tokenize(w.text).ids)
+    model = tts.model()  # the default (English) model's components
+    text_tokens = model.t3.frame_text(model.text.tokenize(w.text).ids)
     params = SamplingParams(cfg_weight=w.cfg_weight, max_new_tokens=w.t3_tokens)
     prefills, rates, logits = [], [], []
     for run in range(w.repeats):
@@ -284,7 +285,7 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None,
         stamps, tokens = [], []
         keep = (lambda step, l: logits.append(l.clone())) if save_outputs and run == 0 else None  # noqa: E731
         start = time.perf_counter()
-        for token in tts.t3.stream_tokens(conds.t3, text_tokens, params, generator, on_logits=keep):
+        for token in model.t3.stream_tokens(conds.t3, text_tokens, params, generator, on_logits=keep):
             stamps.append(time.perf_counter())  # int(token) inside the loop already synchronised
             tokens.append(token)
         prefills.append(stamps[0] - start)
@@ -301,9 +302,9 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None,
     for _ in range(w.repeats):
         generator = torch.Generator(device=device).manual_seed(w.seed)
         vocoder: list[float] = []
-        with timing_calls(tts.s3gen.mel2wav, "inference", vocoder, sync, first_args=mels):
+        with timing_calls(model.s3gen.mel2wav, "inference", vocoder, sync, first_args=mels):
             start = time.perf_counter()
-            wav = tts.s3gen.inference(speech, conds.gen, generator=generator)
+            wav = model.s3gen.inference(speech, conds.gen, generator=generator)
             sync()
             s3gen_runs.append(time.perf_counter() - start)
         vocoder_runs.append(sum(vocoder))
@@ -338,7 +339,7 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None,
         if "t3" in mode.changes:
             forced = []
             with forcing_tokens(default["t3_tokens"]):
-                for _ in tts.t3.stream_tokens(conds.t3, text_tokens, params,
+                for _ in model.t3.stream_tokens(conds.t3, text_tokens, params,
                                               on_logits=lambda step, l: forced.append(l.float().cpu())):
                     pass
             forced = torch.cat(forced)

@@ -171,8 +171,8 @@ def _int8_layers(x: torch.Tensor, qkv: List[torch.classes.quantized.LinearPacked
 @functools.cache
 def _compiled() -> tuple[Callable, Callable]:
     """`_int8_rows` and `_int8_layers` in TorchScript, compiled on first use: at 2 rows the
-    decoding step is ~8000 small kernel calls, and TorchScript's interpreter makes them
-    ~1.5x faster than Python does (measured on the fake checkpoint, 2 cores)."""
+    decoding step is ~8000 small kernel calls, which TorchScript's interpreter runs faster
+    than Python does (bench/README.md)."""
     return torch.jit.script(_int8_rows), torch.jit.script(_int8_layers)
 
 
@@ -183,7 +183,7 @@ class Int8Linear(nn.Module):
     optional float bias. Each call quantizes the activations with one scale to 7-bit codes
     and stacks the codes' rounding residual, scaled up, as extra rows of the same product
     (`_int8_rows`): the activations keep ~13 bits, and the error is that of the int8
-    weights alone (fake checkpoint: logits 3.9% from float32; one 7-bit pass, 15%).
+    weights alone (bench/README.md has the figures).
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):

@@ -213,7 +213,6 @@ def _(spec: registry.BuiltinVoiceSpec, path, device, options):
 # (then only its local cache is read) and HF_TOKEN (gated repositories).
 
 BASE_REPO_ID = registry.BASE_REPO_ID
-BASE_FILES = (VE_FILE, T3_FILE, S3GEN_FILE, TOKENIZER_FILE, CONDS_FILE)
 
 
 class WeightsUnavailable(RuntimeError):
@@ -250,12 +249,6 @@ def hub_download(repo_id: str, filename: str) -> Path:
         raise WeightsUnavailable(
             f"could not fetch {repo_id}/{filename}: {exc.__class__.__name__}: {exc}. Check the connection "
             f"and HF_TOKEN, or pass a local folder with --checkpoint") from exc
-
-
-def fetch_base_checkpoint(repo_id: str = BASE_REPO_ID) -> Path:
-    """Download the five base files; returns the snapshot folder holding them."""
-    paths = [hub_download(repo_id, name) for name in BASE_FILES]
-    return paths[0].parent
 
 
 def fetch_file(files: HubFiles) -> Path:

@@ -155,8 +155,8 @@ class ChatterboxTTS:
     """Chatterbox-family TTS: text + voice -> 24 kHz audio, for every model of the registry.
 
     Owns the `ModelPool` (models and their shared components, loaded on first use) and the
-    watermarker. `t3`, `s3gen`, `voice_encoder`, `tokenizer` and `builtin` are the default
-    model's components (loaded when first read).
+    watermarker. `model(id)` gives a model's components (T3, S3Gen, voice encoder, text
+    front-end, built-in voice).
     """
 
     def __init__(self, pool: ModelPool, default_model: str = DEFAULT_MODEL, label: str = ""):
@@ -208,26 +208,6 @@ class ChatterboxTTS:
     def model(self, model: str | None = None) -> LoadedModel:
         """The components of `model` (default: the default model), loaded if needed."""
         return self.pool.get(model or self.default_model)
-
-    @property
-    def t3(self):
-        return self.model().t3
-
-    @property
-    def s3gen(self):
-        return self.model().s3gen
-
-    @property
-    def voice_encoder(self):
-        return self.model().voice_encoder
-
-    @property
-    def tokenizer(self):
-        return self.model().text
-
-    @property
-    def builtin(self) -> Conditionals | None:
-        return self.model().builtin_voice
 
     # --- per request -------------------------------------------------------------------
 

@@ -120,7 +120,7 @@ def test_fast_modes_start_from_a_packed_t3(mode, cond):
 
 
 def test_loaded_t3_on_cpu_is_packed(pipeline):
-    t3 = pipeline.t3
+    t3 = pipeline.model().t3
     layers = [m for m in t3.tfmr.layers.modules() if isinstance(m, (nn.Linear, PackedLinear))]
     assert len(layers) == 7 * 30 and all(isinstance(m, PackedLinear) for m in layers)
     assert isinstance(t3.speech_head, PackedLinear) and isinstance(t3.cond_enc.spkr_enc, nn.Linear)

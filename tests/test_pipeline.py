@@ -33,8 +33,9 @@ def test_conditionals_are_immutable_and_complete(pipeline, voices):
 
 
 def test_builtin_voice_loads(pipeline):
-    assert isinstance(pipeline.builtin, Conditionals)
-    assert pipeline.builtin.gen.prompt_token.shape == (194,)
+    builtin = pipeline.model().builtin_voice
+    assert isinstance(builtin, Conditionals)
+    assert builtin.gen.prompt_token.shape == (194,)
 
 
 @pytest.mark.slow

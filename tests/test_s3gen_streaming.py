@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import time
 from types import SimpleNamespace
+from typing import Iterable, Iterator
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from models.s3gen.cfm import CFMConfig
 from models.s3gen.conformer import EncoderConfig
 from models.s3gen.estimator import EstimatorConfig
 from models.s3gen.flow import Flow, FlowConfig
-from models.s3gen.hift import HiFTConfig, HiFTGenerator, SourceDraws
-from models.s3gen.s3gen import ReferenceEmbedding
-from models.s3gen.streaming import (HIFT_REACH_FRAMES, StreamConfig, StreamingS3Gen, StreamingVocoder,
-                                    decode_whole, stream_s3gen)
+from models.s3gen.hift import HiFTConfig, HiFTGenerator, SourceDraws, apply_fade_in
+from models.s3gen.s3gen import ReferenceEmbedding, S3Gen
+from models.s3gen.streaming import HIFT_REACH_FRAMES, StreamConfig, StreamingS3Gen, StreamingVocoder, UtteranceNoise
 from models.constants import START_SPEECH_TOKEN, STOP_SPEECH_TOKEN
 
 N_FEATS, VOCAB, XVEC = 8, 50, 12
@@ -44,6 +44,41 @@ def tiny_hift() -> HiFTGenerator:
         hift.f0_predictor.classifier.bias.fill_(150.0)
     hift.fold_weight_norm()
     return hift
+
+
+def stream_s3gen(s3gen: S3Gen, tokens: Iterable[int], ref: ReferenceEmbedding,
+                 generator: torch.Generator | None = None, config: StreamConfig | None = None) -> Iterator[Tensor]:
+    """Audio pieces (1-D tensors, 24 kHz) for a stream of raw T3 speech tokens (the
+    decoder driven as the pipeline drives it, on a plain token iterator).
+
+    Tokens are pulled lazily, so pieces come out while `tokens` is still being produced.
+    Yields nothing for a stream without speech tokens. All noise is drawn from `generator`
+    before the first token is pulled; if T3 samples with a generator too, give this one
+    its own, or T3's draws (and tokens) would differ from a non-streamed run.
+    """
+    decoder = StreamingS3Gen(s3gen, ref, generator, config)
+    for token in tokens:
+        piece = decoder.push(token)
+        if piece is not None:
+            yield piece
+        if decoder.stopped:
+            break
+    rest = decoder.finish()
+    if rest.numel():
+        yield rest
+
+
+@torch.inference_mode()
+def decode_whole(s3gen: S3Gen, tokens: Tensor, ref: ReferenceEmbedding, noise: UtteranceNoise) -> Tensor:
+    """Non-streamed decode of already-filtered `tokens` with the given noise: what a stream
+    approximates (the oracle of the streaming tests)."""
+    ref = ref.to(s3gen.flow.device)
+    n_frames = s3gen.flow.config.encoder.upsample * (ref.prompt_token.numel() + tokens.numel())
+    mel = s3gen.flow.inference(tokens, ref.prompt_token, ref.prompt_feat, ref.embedding,
+                               noise=noise.flow[..., :n_frames], n_timesteps=s3gen.n_timesteps)
+    n_samples = mel.shape[1] * s3gen.mel2wav.config.samples_per_frame
+    draws = SourceDraws(noise.source.phases, noise.source.noise[..., :n_samples])
+    return apply_fade_in(s3gen.mel2wav.forward(mel[None], draws).wav[0])
 
 
 class LocalFlow(nn.Module):

@@ -15,12 +15,11 @@ attention sees the whole sequence, so frames computed early never saw later toke
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import torch
 from torch import Tensor
 
-from .hift import HiFTGenerator, SourceDraws, apply_fade_in, fade_in_envelope
+from .hift import HiFTGenerator, SourceDraws, fade_in_envelope
 from .s3gen import ReferenceEmbedding, S3Gen
 from ..constants import MAX_NEW_TOKENS, SPEECH_CODEBOOK_SIZE, STOP_SPEECH_TOKEN
 
@@ -35,8 +34,8 @@ class StreamConfig:
     vocoder overlap is HiFT's receptive field: a mel frame reaches 13 frames each way and
     a source sample 6403 samples (13.3 frames), so with 14 frames of context on each side
     a call's audio equals the whole-utterance vocoder's and joins need no crossfade (which
-    measured worse: it mixes in the edge-distorted audio). Fewer held-back frames cut the
-    latency and leave an error at each join (fake checkpoint: 1.8e-4 at 10, peak 0.08).
+    mixes in the edge-distorted audio). Fewer held-back frames cut the latency and leave an
+    error at each join (figures in bench/README.md).
     """
 
     # Blocks of 20, 20, 40, 80 tokens then 100 each: piece k ends 2*N_k - 20 frames into the
@@ -64,7 +63,7 @@ class UtteranceNoise:
 
     `flow` (1, F, frames) is the CFM start over prompt + tokens; `source` covers the
     whole output (H harmonics x samples). Every decode of the utterance, partial or
-    whole (`decode_whole`), uses a prefix of each, so shared frames see the same noise.
+    whole, uses a prefix of each, so shared frames see the same noise.
     """
 
     flow: Tensor
@@ -233,36 +232,3 @@ class StreamingS3Gen:
             return piece
         n = min(piece.numel(), envelope.numel() - start)
         return torch.cat([piece[:n] * envelope[start:start + n], piece[n:]])
-
-
-def stream_s3gen(s3gen: S3Gen, tokens: Iterable[int], ref: ReferenceEmbedding,
-                 generator: torch.Generator | None = None, config: StreamConfig | None = None) -> Iterator[Tensor]:
-    """Audio pieces (1-D tensors, 24 kHz) for a stream of raw T3 speech tokens.
-
-    Tokens are pulled lazily, so pieces come out while `tokens` is still being produced.
-    Yields nothing for a stream without speech tokens. All noise is drawn from `generator`
-    before the first token is pulled; if T3 samples with a generator too, give this one
-    its own, or T3's draws (and tokens) would differ from a non-streamed run.
-    """
-    decoder = StreamingS3Gen(s3gen, ref, generator, config)
-    for token in tokens:
-        piece = decoder.push(token)
-        if piece is not None:
-            yield piece
-        if decoder.stopped:
-            break
-    rest = decoder.finish()
-    if rest.numel():
-        yield rest
-
-
-@torch.inference_mode()
-def decode_whole(s3gen: S3Gen, tokens: Tensor, ref: ReferenceEmbedding, noise: UtteranceNoise) -> Tensor:
-    """Non-streamed decode of already-filtered `tokens` with the given noise: what a stream approximates."""
-    ref = ref.to(s3gen.flow.device)
-    n_frames = s3gen.flow.config.encoder.upsample * (ref.prompt_token.numel() + tokens.numel())
-    mel = s3gen.flow.inference(tokens, ref.prompt_token, ref.prompt_feat, ref.embedding,
-                               noise=noise.flow[..., :n_frames], n_timesteps=s3gen.n_timesteps)
-    n_samples = mel.shape[1] * s3gen.mel2wav.config.samples_per_frame
-    draws = SourceDraws(noise.source.phases, noise.source.noise[..., :n_samples])
-    return apply_fade_in(s3gen.mel2wav.forward(mel[None], draws).wav[0])
