@@ -92,13 +92,15 @@ PIPELINE, WEIGHTS_NOTE = load_pipeline(ARGS)
 LIVE = LivePlayback(first_block=ARGS.first_block) if CAN_STREAM else None
 SIMILARITY = SpeakerSimilarity()
 EXAMPLES = json.loads((ASSETS / "examples.json").read_text(encoding="utf-8"))
-_voices: OrderedDict[tuple[str, str], Conditionals] = OrderedDict()
+_voices: OrderedDict[tuple, Conditionals] = OrderedDict()
 _voices_lock = threading.Lock()
 
 
 def _voice(clip: ReferenceClip, model: str) -> Conditionals:
-    """Prepared conditionals per distinct clip and model, so repeated voices are embedded once."""
-    key = (hashlib.sha256(clip.wav.tobytes()).hexdigest(), model)
+    """Prepared conditionals per distinct clip, so repeated voices are embedded once (models
+    with the same voice encoder, S3Gen and prompt lengths share them)."""
+    entry = PIPELINE.entry(model)
+    key = (hashlib.sha256(clip.wav.tobytes()).hexdigest(), entry.voice_encoder, entry.s3gen, entry.prompt)
     with _voices_lock:
         if key in _voices:
             _voices.move_to_end(key)

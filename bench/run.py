@@ -45,7 +45,6 @@ TORCH_THREADS = 2           # both sides: the Space's CPU tier and the reference
 # On an idle machine waking them costs both sides 15-20% (`--omp-wait-policy inherit`).
 OMP_WAIT_POLICY = "PASSIVE"
 FIRST_BLOCK_TOKENS = 20     # streamed tokens before the first S3Gen run (StreamConfig's default)
-SPEECH_CODES = 6561         # S3 codebook size: the ids S3Gen reads
 TOKEN_STRIDE = 2749         # spreads the fixed S3Gen input over the codebook (prime, so no short cycle)
 # Timed parts run this often and report their fastest run (both sides): on a shared machine
 # a slower run measures the other jobs, and the first run of a part also pays for warm-up.
@@ -82,7 +81,9 @@ class Workload:
         return GenerationParams(exaggeration=self.exaggeration, cfg_weight=self.cfg_weight, seed=self.seed)
 
     def s3gen_token_ids(self) -> list[int]:
-        return [(i * TOKEN_STRIDE) % SPEECH_CODES for i in range(self.s3gen_tokens)]
+        from models.constants import SPEECH_CODEBOOK_SIZE  # the ids S3Gen reads
+
+        return [(i * TOKEN_STRIDE) % SPEECH_CODEBOOK_SIZE for i in range(self.s3gen_tokens)]
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "s3gen_token_ids": self.s3gen_token_ids()})
