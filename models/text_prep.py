@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Collection, Union
+from typing import Collection
 
 from .chunking import split_text
 from .guard import MAX_NEW_TOKENS, max_tokens_for_text
@@ -62,7 +62,8 @@ _BULLET = re.compile(r"^(?:[-*+\u2022\u00b7\u25e6\u25aa\u25ba\u2023\u2013\u2014]
 _LINK = re.compile(r"!?\[([^\[\]\n]+)\]\([^()\s]*\)")
 _EMPHASIS = re.compile(r"(?<!\w)(\*{1,3}|_{1,3}|~~)(?=\S)(.+?)(?<=\S)\1(?!\w)")
 _SQUARE_TAG = re.compile(r"\[([^\[\]\n]{1,80})\]")
-_ANGLE_TAG = re.compile(r"<(/?)([A-Za-z][\w:-]*)([^<>\n]{0,80}?)/?>")
+# "<name>", "</name>", "<name attr="value" .../>"; attributes need "=", so "x<y and y>z" is no tag.
+_ANGLE_TAG = re.compile(r"""<(/?)([A-Za-z][\w:-]*)((?:\s+[\w:-]+\s*=\s*(?:"[^"<>]*"|'[^'<>]*'|[^\s"'<>/]+))*)\s*/?>""")
 _PAUSE_NAMES = ("pause", "break", "silence", "stille")
 _DURATION = re.compile(r"(\d+(?:[.,]\d+)?)\s*(ms|s|sec|secs|seconds?|sek|sekunden?)?\b", re.IGNORECASE)
 _TAG_LIKE_WORDS, _TAG_LIKE_CHARS = 3, 32  # longer bracketed text is kept as text, without brackets
@@ -83,7 +84,7 @@ class Pause:
     seconds: float
 
 
-Segment = Union[str, Pause]
+Segment = str | Pause
 
 
 @dataclass(frozen=True)
