@@ -82,7 +82,9 @@ class _Speaker:
         return words
 
     def ordinal(self, n: int, before: str = "") -> str:
-        words = num2words(n, lang=self.lang, to="ordinal")
+        if len(str(n)) > MAX_DIGITS:
+            return self.digits(str(n))
+        words = num2words(n, lang=self.lang, to="ordinal").replace(",", "")
         if self.lang == "de" and before.lower() in _GERMAN_DATIVE:
             words += "n"
         return words
@@ -233,7 +235,7 @@ def _rules(language: str) -> list[tuple[re.Pattern, object]]:
         return _spaced(f"{say.number(m.group(1))} {w['to']} {say.number(m.group(2))}", m)
 
     def ordinal_en(m: re.Match) -> str:
-        return say.ordinal(int(m.group(1)))
+        return say.ordinal(int(m.group(1).replace(",", "")))
 
     def ordinal_de(m: re.Match) -> str:
         if _at_line_start(m) or m.group("next").lower() in _GERMAN_STARTERS:
@@ -298,7 +300,7 @@ def _rules(language: str) -> list[tuple[re.Pattern, object]]:
     if de:
         out.append((re.compile(r"(?<![\w.,])(\d{1,3})\.(?=[ \t]+(?P<next>[^\W\d_]+))"), ordinal_de))
     else:
-        out.append((re.compile(rf"(?<![\w.,])(\d+){_EN_SUFFIX}(?!\w)"), ordinal_en))
+        out.append((re.compile(rf"(?<![\w.,])(\d{{1,3}}(?:,\d{{3}})+|\d+){_EN_SUFFIX}(?!\w)"), ordinal_en))
     era = r"BC|AD|BCE|CE" if not de else r"v\. ?Chr\.|n\. ?Chr\."
     out += [
         (re.compile(rf"{edge}{year_4}(?![\d.,]\d)(?:\s?(?P<era>{era}))?"), year),

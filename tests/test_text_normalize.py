@@ -26,6 +26,7 @@ from models.text_normalize import normalize_text
     ("I ran 5 km in 25 min, 1 mile in 1 h.", "I ran five kilometers in twenty-five minutes, one mile in one hour."),
     ("It was -5 \u00b0C.", "It was minus five degrees Celsius."),
     ("He came 1st and she 22nd.", "He came first and she twenty-second."),
+    ("the 1,000,000th visitor", "the one millionth visitor"),
     ("the 1990s and the '80s, 5s later", "the nineteen nineties and the eighties, five seconds later"),
     ("pages 5-10", "pages five to ten"),
     ("on 2024-05-01", "on May first, twenty twenty-four"),

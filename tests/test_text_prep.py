@@ -219,3 +219,29 @@ def test_token_limit_counts_pauses_and_stays_capped():
     assert chunk_token_limit("a, b, c, d, e. f g h i j", "en") > plain
     assert chunk_token_limit("Sure [sigh] fine.", "en") > chunk_token_limit("Sure sigh fine.", "en")
     assert chunk_token_limit("x " * 500, "de", cap=1000) == 1000
+
+
+# --- robustness: any text gives pieces that keep the invariants, or a ValueError --------
+
+FUZZ_PIECES = list("aZ \u00e4\u00df09.,:;-\u2013/%$\u20ac#@&+=*_~[]<>()\"'\n!?\u00b0") + [
+    "[pause:2s]", "[laugh]", "<haha>", "Dr. ", "z. B. ", "1914-1918", "3. Oktober", "$1,234.56", "5 \u20ac",
+    "10:30", "1st", "***\n", "# ", "\u4f60\u597d", "\U0001F600", "[STOP]", "9" * 30, "1.000.000,5", "2024-13-45"]
+
+
+@pytest.mark.parametrize("language", ["en", "de"])
+def test_random_text_keeps_the_invariants_or_is_refused(language):
+    import random
+
+    rng = random.Random(7)
+    refused = 0
+    for _ in range(300):
+        text = "".join(rng.choice(FUZZ_PIECES) for _ in range(rng.randint(1, 25)))
+        try:
+            p = prep(text, language)
+        except ValueError:
+            refused += 1
+            continue
+        assert p.texts and all(t.strip() and "[STOP]" not in t and "[START]" not in t for t in p.texts)
+        assert not any(isinstance(a, Pause) and isinstance(b, Pause) for a, b in zip(p.segments, p.segments[1:]))
+        assert all(1 <= chunk_token_limit(c, language) <= 1000 for c in plan_chunks(p, 300) if isinstance(c, str))
+    assert 0 < refused < 300
