@@ -67,8 +67,11 @@ _ANGLE_TAG = re.compile(r"""<(/?)([A-Za-z][\w:-]*)((?:\s+[\w:-]+\s*=\s*(?:"[^"<>
 _PAUSE_NAMES = ("pause", "break", "silence", "stille")
 _DURATION = re.compile(r"(\d+(?:[.,]\d+)?)\s*(ms|s|sec|secs|seconds?|sek|sekunden?)?\b", re.IGNORECASE)
 _TAG_LIKE_WORDS, _TAG_LIKE_CHARS = 3, 32  # longer bracketed text is kept as text, without brackets
-# Private-use characters stand for pauses and known tags while the text is rewritten.
-_PAUSE_BASE, _TAG_BASE = 0xE000, 0xE800
+# Private-use characters (plane 15) stand for pauses and known tags while the text is
+# rewritten; 32768 of each is more than a request's 12,000 characters can hold. Private-use
+# characters in the input are removed first (no model reads them).
+_PAUSE_BASE, _TAG_BASE, _MARKER_END = 0xF0000, 0xF8000, 0xFFFFF
+_PRIVATE_USE = re.compile("[\ue000-\uf8ff\U000f0000-\U0010ffff]")
 # Letters with a stroke or a special form have no decomposition; their plain neighbours.
 _NEIGHBOURS = {"\u0141": "L", "\u0142": "l", "\u0110": "D", "\u0111": "d", "\u0126": "H", "\u0127": "h",
                "\u0131": "i", "\u0152": "OE", "\u0153": "oe", "\u0166": "T", "\u0167": "t"}
@@ -304,10 +307,9 @@ def prepare_text(text: str, language: str, normalize: bool = True, known_tags: C
         raise ValueError("text is empty: type something to say")
     rewriter = _Rewriter(rules, known_tags)
     clean = text.translate(_INVISIBLE).translate(_SPACES).replace("\r\n", "\n").replace("\r", "\n")
-    clean = clean.replace("\u2028", "\n").replace("\u2029", "\n")
+    clean = _PRIVATE_USE.sub("", clean.replace("\u2028", "\n").replace("\u2029", "\n"))
     body = rewriter.markup(clean)
-    placeholders = re.compile(f"[{chr(_PAUSE_BASE)}-{chr(_TAG_BASE + 0x7FF)}]")
-    _check_speakable(placeholders.sub(" ", body), rules, has_tags=bool(rewriter.tags))
+    _check_speakable(_PRIVATE_USE.sub(" ", body), rules, has_tags=bool(rewriter.tags))
     replaced: list[str] = []
     if normalize:
         body = normalize_text(body, language)
@@ -322,7 +324,7 @@ def prepare_text(text: str, language: str, normalize: bool = True, known_tags: C
             segments.append(Pause(seconds))
             continue
         has_tag = any(_TAG_BASE <= ord(c) for c in piece)
-        piece = re.sub(f"[{chr(_TAG_BASE)}-{chr(_TAG_BASE + 0x7FF)}]",
+        piece = re.sub(f"[{chr(_TAG_BASE)}-{chr(_MARKER_END)}]",
                        lambda m: rewriter.tags[ord(m.group(0)) - _TAG_BASE], piece)
         # A removed tag or a symbol read as ", " can leave a space before a mark: "The end ."
         lines = [re.sub(r" ([.,!?;:])", r"\1", " ".join(line.split())) for line in piece.split("\n")]

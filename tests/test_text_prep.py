@@ -176,6 +176,11 @@ def test_pause_tag_becomes_silence_between_pieces(language, typed, seconds):
     assert (p.shortened_pauses == 1) == (seconds == MAX_PAUSE_S)
 
 
+def test_private_use_characters_in_the_input_cannot_pose_as_pauses_or_tags():
+    p = prep("One \ue000\U000f0000 two [pause] three\U000f8000 " + "[sigh] " * 3000)
+    assert p.segments[:3] == ("One two", Pause(DEFAULT_PAUSE_S), "three " + " ".join(["[sigh]"] * 3000))
+
+
 def test_adjacent_pauses_merge_and_edges_keep_them():
     p = prep("[pause:1s] One. [pause:0.5s]\n***\nTwo. [pause]")
     assert p.segments == (Pause(1.0), "One.", Pause(0.5 + SEPARATOR_PAUSE_S), "Two.", Pause(DEFAULT_PAUSE_S))
@@ -225,7 +230,8 @@ def test_token_limit_counts_pauses_and_stays_capped():
 
 FUZZ_PIECES = list("aZ \u00e4\u00df09.,:;-\u2013/%$\u20ac#@&+=*_~[]<>()\"'\n!?\u00b0") + [
     "[pause:2s]", "[laugh]", "<haha>", "Dr. ", "z. B. ", "1914-1918", "3. Oktober", "$1,234.56", "5 \u20ac",
-    "10:30", "1st", "***\n", "# ", "\u4f60\u597d", "\U0001F600", "[STOP]", "9" * 30, "1.000.000,5", "2024-13-45"]
+    "10:30", "1st", "***\n", "# ", "\u4f60\u597d", "\U0001F600", "[STOP]", "9" * 30, "1.000.000,5", "2024-13-45",
+    "\ue000", "\U000f0000", "\U000f8000"]
 
 
 @pytest.mark.parametrize("language", ["en", "de"])
