@@ -14,6 +14,8 @@ between them (`PreparedText.segments`) and what it changed (`notes`):
   words (`models.text_normalize`) and symbols outside the vocabulary become words or
   neighbouring characters (`€` -> "euros", `ẞ` -> "ß");
 - a request with nothing the model can say raises ValueError saying why and what to do.
+`plan_request` is the pipeline's single call: preparation, chunking, token ids and each
+chunk's speech-token bound (from its length as spoken, `chunk_token_limit`).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from .chunking import split_text
 from .guard import MAX_NEW_TOKENS, max_tokens_for_text
 from .text_languages import LanguageRules, rules_for
 from .text_normalize import normalize_text
-from .text_tokenizer import START_TOKEN, STOP_TOKEN, SPACE_TOKEN, UNK_TOKEN, TextTokenizer
+from .text_tokenizer import START_TOKEN, STOP_TOKEN, SPACE_TOKEN, UNK_TOKEN, TextTokenizer, TokenizedText
 
 DEFAULT_PAUSE_S = 0.5    # "[pause]" without a length: a deliberate beat, longer than a sentence gap
 SEPARATOR_PAUSE_S = 1.0  # a section break ("***")
@@ -85,6 +87,9 @@ class Pause:
     """Silence of `seconds` between two text pieces (or before the first, after the last)."""
 
     seconds: float
+
+    def samples(self, sample_rate: int) -> int:
+        return round(self.seconds * sample_rate)
 
 
 Segment = str | Pause
@@ -352,6 +357,58 @@ def plan_chunks(prepared: PreparedText, max_chars: int) -> list[Segment]:
     for segment in prepared.segments:
         out.extend([segment] if isinstance(segment, Pause) else split_text(segment, max_chars, prepared.language))
     return out
+
+
+@dataclass(frozen=True)
+class PlannedChunk:
+    """One T3 generation of a request: its tokens, its speech-token bound, and its index
+    among the request's text chunks (what `chunking.chunk_seed` takes; pauses have none)."""
+
+    index: int
+    tokens: TokenizedText
+    token_limit: int
+
+
+@dataclass(frozen=True)
+class RequestPlan:
+    """A request ready for generation: chunks and pauses in order, and what preparation noted."""
+
+    prepared: PreparedText
+    items: tuple[PlannedChunk | Pause, ...]
+
+    @property
+    def chunks(self) -> tuple[PlannedChunk, ...]:
+        return tuple(i for i in self.items if isinstance(i, PlannedChunk))
+
+    @property
+    def unknown_characters(self) -> tuple[str, ...]:
+        return tuple(ch for c in self.chunks for ch in c.tokens.unknown_characters)
+
+    @property
+    def normalized_text(self) -> str:
+        """What T3 reads (after punctuation clean-up), pauses written as "[pause 1.5 s]"."""
+        return " ".join(i.tokens.normalized_text if isinstance(i, PlannedChunk) else f"[pause {i.seconds:g} s]"
+                        for i in self.items)
+
+
+def plan_request(text: str, language: str, tokenizer: TextTokenizer, max_chars: int,
+                 max_new_tokens: int = MAX_NEW_TOKENS, normalize: bool = True,
+                 known_tags: Collection[str] = frozenset()) -> RequestPlan:
+    """`prepare_text`, chunking, tokenising and token bounds of a request, in one call.
+
+    Each chunk's bound is `chunk_token_limit` capped at `max_new_tokens`. Raises what
+    `prepare_text` raises.
+    """
+    prepared = prepare_text(text, language, normalize, known_tags, vocabulary_characters(tokenizer))
+    items: list[PlannedChunk | Pause] = []
+    for item in plan_chunks(prepared, max_chars):
+        if isinstance(item, Pause):
+            items.append(item)
+        else:
+            tokens = tokenizer.tokenize(item)
+            limit = chunk_token_limit(tokens.normalized_text, language, max_new_tokens)
+            items.append(PlannedChunk(sum(isinstance(i, PlannedChunk) for i in items), tokens, limit))
+    return RequestPlan(prepared, tuple(items))
 
 
 _PAUSE_MARKS = re.compile(r"[.,;:!?\u2026]+|\[[^\[\]]+\]")

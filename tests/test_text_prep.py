@@ -7,7 +7,8 @@ import pytest
 
 from models.guard import S3_TOKEN_RATE, max_tokens_for_text
 from models.text_prep import (DEFAULT_PAUSE_S, ENGLISH_EVENT_TAGS, MAX_PAUSE_S, SEPARATOR_PAUSE_S, Pause,
-                              chunk_token_limit, plan_chunks, prepare_text, vocabulary_characters)
+                              PlannedChunk, chunk_token_limit, plan_chunks, plan_request, prepare_text,
+                              vocabulary_characters)
 from models.text_tokenizer import START_TEXT, STOP_TEXT, UNK, TextTokenizer
 
 
@@ -224,6 +225,31 @@ def test_token_limit_counts_pauses_and_stays_capped():
     assert chunk_token_limit("a, b, c, d, e. f g h i j", "en") > plain
     assert chunk_token_limit("Sure [sigh] fine.", "en") > chunk_token_limit("Sure sigh fine.", "en")
     assert chunk_token_limit("x " * 500, "de", cap=1000) == 1000
+
+
+# --- the pipeline's one call -------------------------------------------------------------
+
+@pytest.mark.parametrize("language, text, first, second", [
+    ("en", "Tickets cost 5 \u20ac. [laugh] Really!\n\n* * *\n\nNext part [pause:2s] ends \u4f60.",
+     "Tickets cost five euros. [laughter] Really!", "Next part."),
+    ("de", "Das Ticket kostet 5 \u20ac. [laugh] Wirklich!\n\n* * *\n\nNächster Teil [pause:2s] endet \u4f60.",
+     "Das Ticket kostet fünf Euro. [laughter] Wirklich!", "Nächster Teil."),
+])
+def test_plan_request_gives_chunks_pauses_limits_and_notes(tok, language, text, first, second):
+    plan = plan_request(text, language, tok, max_chars=300, known_tags=ENGLISH_EVENT_TAGS)
+    kinds = [type(i).__name__ for i in plan.items]
+    assert kinds == ["PlannedChunk", "Pause", "PlannedChunk", "Pause", "PlannedChunk"]
+    assert [c.index for c in plan.chunks] == [0, 1, 2]
+    assert plan.items[1] == Pause(SEPARATOR_PAUSE_S) and plan.items[3] == Pause(2.0)
+    assert plan.items[3].samples(24_000) == 48_000
+    assert plan.chunks[0].tokens.normalized_text == first and plan.chunks[1].tokens.normalized_text == second
+    assert tok.tokenizer.token_to_id("[laughter]") in plan.chunks[0].tokens.ids
+    assert plan.unknown_characters == ("\u4f60",)  # what still cannot be read is listed, as before
+    assert all(c.token_limit == chunk_token_limit(c.tokens.normalized_text, language) for c in plan.chunks)
+    assert "[pause 2 s]" in plan.normalized_text and plan.prepared.notes
+    capped = plan_request(text, language, tok, max_chars=300, max_new_tokens=30)
+    assert [c.token_limit for c in capped.chunks] == [30, 30, 30]
+    assert capped.prepared.removed_tags == ("[laugh]",)  # no tags known: the tag is left out
 
 
 # --- robustness: any text gives pieces that keep the invariants, or a ValueError --------
