@@ -19,14 +19,15 @@ import torch
 
 from . import loading
 from .audio import resample
-from .chunk_audio import BlockChunk, WholeChunk
-from .chunking import chunk_seed, noise_seed, split_text
-from .guard import RunawayGuard, max_tokens_for_text, trim_trailing_silence
+from .chunk_audio import BlockChunk, WholeChunk, speech_ids
+from .chunking import chunk_seed, noise_seed
+from .guard import RunawayGuard
 from .reference import ReferenceClip, load_reference
 from .s3gen.s3gen import S3GEN_SR, S3_SR, ReferenceEmbedding
 from .s3gen.streaming import StreamConfig
 from .sampling import SamplingParams
-from .t3 import T3Cond, drop_invalid_tokens, STOP_SPEECH_TOKEN
+from .t3 import T3Cond, STOP_SPEECH_TOKEN
+from .text_prep import ENGLISH_EVENT_TAGS, Pause, plan_request
 from .watermark import Watermarker
 
 SAMPLE_RATE = S3GEN_SR
@@ -92,6 +93,7 @@ class Synthesis:
     n_chunks: int = 1
     loops_cut: tuple[int, ...] = ()  # chunks whose token stream looped and was cut
     stopped: bool = False            # cancelled by the caller; the audio is what was made until then
+    notes: tuple[str, ...] = ()      # what text preparation changed (text_prep.PreparedText.notes)
 
     @property
     def seconds(self) -> float:
@@ -278,6 +280,7 @@ class ChatterboxTTS:
         cancel: threading.Event | None = None,
         token_blocks: StreamConfig | None = None,
         block_chunks: int | None = None,
+        normalize: bool = True,
     ) -> Iterator[StreamEvent]:
         """Speak `text` chunk by chunk, yielding audio as soon as each piece exists.
 
@@ -290,7 +293,9 @@ class ChatterboxTTS:
         starts after the first block instead of the first chunk (`chunk_audio.BlockChunk`:
         same tokens, slightly different audio); without, each chunk is decoded whole, as the
         reference does. `block_chunks` limits block decoding to the first chunks (None: all);
-        `live_streaming` gives both for this device.
+        `live_streaming` gives both for this device. The text is prepared first
+        (`text_prep.plan_request`: markup, tags, pause tags as silence, and with `normalize`
+        numbers and symbols as words); text with nothing to say raises ValueError.
         """
         check_generation_args(text, exaggeration, cfg_weight, temperature, min_p, top_p,
                               repetition_penalty, seed)
@@ -304,7 +309,9 @@ class ChatterboxTTS:
                 raise ValueError("no reference voice given and the checkpoint has no built-in voice (conds.pt)")
             conditionals = self.builtin
         conditionals = conditionals.with_exaggeration(exaggeration)
-        chunks = [self.tokenizer.tokenize(c) for c in split_text(text, CHUNK_CHARS, LANGUAGES.get(model, "en"))]
+        plan = plan_request(text, LANGUAGES.get(model, "en"), self.tokenizer, CHUNK_CHARS, max_new_tokens,
+                            normalize, ENGLISH_EVENT_TAGS)
+        chunks = plan.chunks
         seed = 1 + secrets.randbelow(RANDOM_SEEDS - 1) if seed is None else int(seed)
         pause = np.zeros(int(CHUNK_PAUSE_S * SAMPLE_RATE), dtype=np.float32)
         pieces: list[np.ndarray] = []
@@ -315,12 +322,19 @@ class ChatterboxTTS:
         # No inference_mode around the yields (it would leak into the caller's thread);
         # T3 and S3Gen enter it themselves.
         with self._using_model(model):
-            for index, chunk in enumerate(chunks):
+            for position, item in enumerate(plan.items):
                 if cancel is not None and cancel.is_set():
                     stopped = True
                     break
+                if isinstance(item, Pause):
+                    silence = np.zeros(item.samples(SAMPLE_RATE), dtype=np.float32)
+                    pieces.append(silence)
+                    # Counted with the chunk before it (done), or before chunk 0 when it opens the text.
+                    before = [i.index for i in plan.items[:position] if not isinstance(i, Pause)]
+                    yield StreamEvent(silence, before[-1] if before else 0, len(chunks), chunk_done=bool(before))
+                    continue
+                index, limit = item.index, item.token_limit
                 generator = torch.Generator(device=self.device).manual_seed(chunk_seed(seed, index))
-                limit = min(max_new_tokens, max_tokens_for_text(len(chunk.normalized_text), MAX_NEW_TOKENS))
                 params = SamplingParams(temperature=temperature, repetition_penalty=repetition_penalty,
                                         min_p=min_p, top_p=top_p, cfg_weight=cfg_weight, max_new_tokens=limit)
                 if token_blocks is None or (block_chunks is not None and index >= block_chunks):
@@ -333,7 +347,7 @@ class ChatterboxTTS:
                 tokens: list[int] = []
                 released = 0  # tokens handed to `audio`: only those the guard can no longer cut
                 guard = RunawayGuard()
-                decoding = self.t3.stream_tokens(conditionals.t3, self.t3.frame_text(chunk.ids), params, generator)
+                decoding = self.t3.stream_tokens(conditionals.t3, self.t3.frame_text(item.tokens.ids), params, generator)
                 for token in decoding:
                     tokens.append(token)
                     loop = guard.push(token)
@@ -353,28 +367,27 @@ class ChatterboxTTS:
                     # Stop promptly; finish a cut chunk only when nothing was made yet. Audio this
                     # chunk already streamed came from the tokens handed to its decoder.
                     if len(pieces) > made:
-                        n_tokens += int(drop_invalid_tokens(tokens[:released]).numel())
+                        n_tokens += int(speech_ids(tokens[:released]).numel())
                     break
                 cut_by_limit = len(tokens) >= limit and tokens[-1] != STOP_SPEECH_TOKEN
                 hit_limit = hit_limit or (cut_by_limit and not stopped)
-                n_tokens += int(drop_invalid_tokens(tokens).numel())
-                trim = len(chunks) > 1 or cut_by_limit or (loops and loops[-1] == index)
-                tail = audio.push(tokens[released:]) + audio.finish(trim=bool(trim))
+                n_tokens += int(speech_ids(tokens).numel())
+                tail = audio.push(tokens[released:]) + audio.finish(trim=True)
                 for i, wav in enumerate(tail):
                     pieces.append(wav)
                     yield StreamEvent(wav, index, len(chunks), chunk_done=i == len(tail) - 1)
                 if stopped:
                     break
-                if index + 1 < len(chunks) and len(pieces) > made:
+                followed_by_chunk = position + 1 < len(plan.items) and not isinstance(plan.items[position + 1], Pause)
+                if followed_by_chunk and len(pieces) > made:
                     # Sent right away: a player can start on a piece only once the next one arrives.
                     pieces.append(pause)
                     yield StreamEvent(pause, index, len(chunks), chunk_done=True)
         if not pieces and not stopped:
             raise RuntimeError("the model produced no speech tokens for this text; try another seed")
         full = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
-        result = Synthesis(full.astype(np.float32), SAMPLE_RATE, seed, " ".join(c.normalized_text for c in chunks),
-                           tuple(ch for c in chunks for ch in c.unknown_characters), n_tokens, hit_limit,
-                           watermarked, len(chunks), tuple(loops), stopped)
+        result = Synthesis(full.astype(np.float32), SAMPLE_RATE, seed, plan.normalized_text, plan.unknown_characters,
+                           n_tokens, hit_limit, watermarked, len(chunks), tuple(loops), stopped, plan.prepared.notes)
         yield StreamEvent(np.zeros(0, dtype=np.float32), len(chunks) - 1, len(chunks), result)
 
     def synthesize(self, text: str, conditionals: Conditionals | None = None, **kwargs) -> Synthesis:
