@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import re
 from decimal import Decimal
+from typing import Callable
 
 from num2words import num2words
 
@@ -112,7 +113,7 @@ def _spaced(words: str, match: re.Match) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _rules(language: str) -> list[tuple[re.Pattern, object]]:
+def _rules(language: str) -> list[tuple[re.Pattern, Callable[[re.Match], str]]]:
     """The (pattern, replacement function) list of `language`, in the order they apply."""
     rules = rules_for(language)
     say = _Speaker(rules)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from models.text_prep import SEPARATOR_PAUSE_S
 from models.tts import SAMPLE_RATE
@@ -36,13 +37,10 @@ def test_pauses_and_separators_are_silence_and_the_notes_say_what_was_read(pipel
 def test_single_chunk_result_loses_its_silent_tail(pipeline, monkeypatch):
     original = pipeline.s3gen.inference
 
-    def with_silent_tail(*args, **kwargs):
-        wav = original(*args, **kwargs)
-        return np.concatenate([wav.numpy(), np.zeros(3 * SAMPLE_RATE, dtype=np.float32)])
+    def with_silent_tail(*args, **kwargs):  # 3 s of silence after the speech, as reported
+        return torch.cat([original(*args, **kwargs), torch.zeros(3 * SAMPLE_RATE)])
 
-    import torch
-
-    monkeypatch.setattr(pipeline.s3gen, "inference", lambda *a, **k: torch.from_numpy(with_silent_tail(*a, **k)))
+    monkeypatch.setattr(pipeline.s3gen, "inference", with_silent_tail)
     result = pipeline.synthesize("Hello there.", None, seed=7, max_new_tokens=12, watermark=False)
     assert result.n_chunks == 1
     speech = 960 * result.n_speech_tokens

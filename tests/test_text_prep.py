@@ -237,8 +237,7 @@ def test_token_limit_counts_pauses_and_stays_capped():
 ])
 def test_plan_request_gives_chunks_pauses_limits_and_notes(tok, language, text, first, second):
     plan = plan_request(text, language, tok, max_chars=300, known_tags=ENGLISH_EVENT_TAGS)
-    kinds = [type(i).__name__ for i in plan.items]
-    assert kinds == ["PlannedChunk", "Pause", "PlannedChunk", "Pause", "PlannedChunk"]
+    assert [type(i) for i in plan.items] == [PlannedChunk, Pause, PlannedChunk, Pause, PlannedChunk]
     assert [c.index for c in plan.chunks] == [0, 1, 2]
     assert plan.items[1] == Pause(SEPARATOR_PAUSE_S) and plan.items[3] == Pause(2.0)
     assert plan.items[3].samples(24_000) == 48_000
