@@ -6,8 +6,8 @@ computation, one S3Gen call. `BlockChunk` decodes in token blocks while T3 still
 (`models.s3gen.streaming`), so the first audio comes after ~20 tokens instead of the
 whole chunk; its pieces join seamlessly but differ slightly from `WholeChunk`'s audio,
 because S3Gen's attention sees each block's frames before the later tokens exist.
-Both apply the same end-of-chunk rules: trailing silence is trimmed when asked, and
-the Perth watermark covers every sample.
+Both apply the same end-of-chunk rules: the same tokens are decoded (`speech_ids`),
+trailing silence is trimmed when asked, and the Perth watermark covers every sample.
 """
 from __future__ import annotations
 
@@ -17,8 +17,24 @@ import torch
 from .guard import frame_rms, trim_trailing_silence
 from .s3gen.s3gen import ReferenceEmbedding, S3Gen
 from .s3gen.streaming import StreamConfig, StreamingS3Gen
-from .t3 import drop_invalid_tokens
+from .t3 import SPEECH_CODEBOOK_SIZE, STOP_SPEECH_TOKEN
 from .watermark import StreamingWatermark, Watermarker
+
+
+def speech_ids(tokens) -> torch.Tensor:
+    """A chunk's raw T3 tokens -> the ids S3Gen decodes (1-D int64; may be empty).
+
+    Codebook ids (< 6561) before the first stop token; any other id, a stray start-of-speech
+    id included, is skipped. Block decoding (`StreamingS3Gen.push`) applies the same rule
+    token by token, so a chunk has the same length decoded either way. The reference's
+    filter (`t3.drop_invalid_tokens`, which parity replays follow) instead drops everything
+    before a start id; block decoding cannot, since that audio may already be playing.
+    """
+    tokens = torch.as_tensor(tokens, dtype=torch.long).reshape(-1)
+    stops = (tokens == STOP_SPEECH_TOKEN).nonzero()
+    if len(stops):
+        tokens = tokens[:int(stops[0])]
+    return tokens[tokens < SPEECH_CODEBOOK_SIZE]
 
 
 class WholeChunk:
@@ -39,7 +55,7 @@ class WholeChunk:
         return []
 
     def finish(self, trim: bool) -> list[np.ndarray]:
-        speech = drop_invalid_tokens(self.tokens)
+        speech = speech_ids(self.tokens)
         if speech.numel() == 0:
             return []
         wav = self.s3gen.inference(speech, self.ref, generator=self.generator).float().cpu().numpy()

@@ -20,6 +20,7 @@ from .constants import MAX_NEW_TOKENS, S3_TOKEN_RATE
 # of that, slower than Chatterbox speaks even at low CFG ("pace") and high exaggeration.
 SLOWEST_CHARS_PER_S = 6.0
 LEAD_TAIL_S = 2.0  # silence before the first word and after the last one
+PAUSE_ALLOWANCE_S = 0.5  # a clause or sentence break, a breath, or a sound tag ("[sigh]")
 TRIM_FRAME_S = 0.02  # loudness is measured over 20 ms frames
 
 
@@ -117,18 +118,21 @@ class RunawayGuard:
         return self._steps - max(self._runs)
 
 
-def max_tokens_for_text(n_chars: int, cap: int = MAX_NEW_TOKENS) -> int:
-    """A generous bound on the speech tokens of a text of `n_chars` characters (as T3 reads it).
+def max_tokens_for_text(n_chars: int, cap: int = MAX_NEW_TOKENS, n_pauses: int = 0) -> int:
+    """A generous bound on the speech tokens of a text of `n_chars` characters (as spoken).
 
-    Time at SLOWEST_CHARS_PER_S plus LEAD_TAIL_S, at 25 tokens/s, capped at `cap`: more
-    than twice what normal speech needs, so it only stops a generation that has run away
-    (e.g. "Hi." gets 63 tokens, 2.5 s, instead of 40 s). From 228 characters on it is the cap.
+    Time at SLOWEST_CHARS_PER_S plus LEAD_TAIL_S plus PAUSE_ALLOWANCE_S for each of
+    `n_pauses` breaks, at 25 tokens/s, capped at `cap`: more than twice what normal speech
+    needs, so it only stops a generation that has run away (e.g. "Hi." gets 63 tokens,
+    2.5 s, instead of 40 s). Without pauses it is the cap from 228 characters on. Count
+    the characters of the text as it is said ("$5" is "five dollars"): see
+    `text_prep.chunk_token_limit`.
     """
-    if n_chars < 0:
-        raise ValueError(f"n_chars must be >= 0, got {n_chars}")
+    if n_chars < 0 or n_pauses < 0:
+        raise ValueError(f"n_chars and n_pauses must be >= 0, got {n_chars} and {n_pauses}")
     if cap < 1:
         raise ValueError(f"cap must be >= 1, got {cap}")
-    seconds = n_chars / SLOWEST_CHARS_PER_S + LEAD_TAIL_S
+    seconds = n_chars / SLOWEST_CHARS_PER_S + LEAD_TAIL_S + n_pauses * PAUSE_ALLOWANCE_S
     return min(cap, math.ceil(seconds * S3_TOKEN_RATE))
 
 

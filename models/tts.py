@@ -19,11 +19,11 @@ import torch
 
 from . import loading
 from .audio import resample
-from .chunk_audio import BlockChunk, WholeChunk
-from .chunking import chunk_seed, noise_seed, split_text
+from .chunk_audio import BlockChunk, WholeChunk, speech_ids
+from .chunking import chunk_seed, noise_seed
 from .constants import CHUNK_CHARS, MAX_NEW_TOKENS, MAX_TEXT_CHARS, S3_SR, S3GEN_SR, STOP_SPEECH_TOKEN
 from .fast_modes import LoadOptions
-from .guard import RunawayGuard, max_tokens_for_text
+from .guard import RunawayGuard
 from .params import GenerationParams, check_text
 from .reference import ReferenceClip, load_reference
 from .registry import BASE_REPO_ID, DEFAULT_MODEL, ModelEntry
@@ -31,7 +31,8 @@ from .residency import LoadedModel, ModelPool
 from .s3gen.s3gen import ReferenceEmbedding
 from .s3gen.streaming import StreamConfig
 from .sampling import SamplingParams
-from .t3 import T3Cond, drop_invalid_tokens
+from .t3 import T3Cond
+from .text_prep import ENGLISH_EVENT_TAGS, Pause, PlannedChunk, plan_request
 from .watermark import Watermarker
 
 SAMPLE_RATE = S3GEN_SR
@@ -91,6 +92,7 @@ class Synthesis:
     n_chunks: int = 1
     loops_cut: tuple[int, ...] = ()  # chunks whose token stream looped and was cut
     stopped: bool = False            # cancelled by the caller; the audio is what was made until then
+    notes: tuple[str, ...] = ()      # what text preparation changed (text_prep.PreparedText.notes)
 
     @property
     def seconds(self) -> float:
@@ -242,6 +244,7 @@ class ChatterboxTTS:
         max_new_tokens: int = MAX_NEW_TOKENS,
         cancel: threading.Event | None = None,
         live: LivePlayback | None = None,
+        normalize: bool = True,
     ) -> Iterator[StreamEvent]:
         """Speak `text` chunk by chunk, yielding audio as soon as each piece exists.
 
@@ -254,6 +257,9 @@ class ChatterboxTTS:
         With `live`, S3Gen decodes chunks in token blocks while T3 runs, so audio starts after
         the first block instead of the first chunk (`chunk_audio.BlockChunk`: same tokens,
         slightly different audio); without, each chunk is decoded whole, as the reference does.
+        The text is prepared first (`text_prep.plan_request`: markup, tags, pause tags as
+        silence, and with `normalize` numbers and symbols as words); text with nothing to say
+        raises ValueError.
         """
         check_text(text)
         model = model or self.default_model
@@ -274,24 +280,35 @@ class ChatterboxTTS:
             if voice is None:
                 raise ValueError("no reference voice given and the checkpoint has no built-in voice (conds.pt)")
             voice = voice.with_exaggeration(params.exaggeration)
-            chunks = [m.text.tokenize(c) for c in split_text(text, CHUNK_CHARS, entry.language)]
+            plan = plan_request(text, entry.language, m.text, CHUNK_CHARS, max_new_tokens, normalize,
+                                ENGLISH_EVENT_TAGS)
+            chunks = plan.chunks
             pieces: list[np.ndarray] = []
             outcomes: list[_ChunkOutcome] = []
-            for index, chunk in enumerate(chunks):
+            for position, item in enumerate(plan.items):
                 if cancel is not None and cancel.is_set():
                     outcomes.append(_ChunkOutcome(stopped=True))
                     break
+                if isinstance(item, Pause):
+                    silence = np.zeros(item.samples(SAMPLE_RATE), dtype=np.float32)
+                    pieces.append(silence)
+                    # Counted with the chunk before it (done), or before chunk 0 when it opens the text.
+                    before = [i.index for i in plan.items[:position] if isinstance(i, PlannedChunk)]
+                    yield StreamEvent(silence, before[-1] if before else 0, len(chunks), chunk_done=bool(before))
+                    continue
+                index = item.index
                 in_blocks = blocks is not None and (block_chunks is None or index < block_chunks)
                 outcome = _ChunkOutcome()
-                for event in self._speak_chunk(m, chunk, index, len(chunks), voice, params, seed,
-                                               max_new_tokens, marker, blocks if in_blocks else None,
-                                               cancel, bool(pieces), outcome):
+                for event in self._speak_chunk(m, item, len(chunks), voice, params, seed, marker,
+                                               blocks if in_blocks else None, cancel, bool(pieces), outcome):
                     pieces.append(event.audio)
                     yield event
                 outcomes.append(outcome)
                 if outcome.stopped:
                     break
-                if index + 1 < len(chunks) and outcome.made_audio:
+                followed_by_chunk = position + 1 < len(plan.items) and isinstance(plan.items[position + 1],
+                                                                                   PlannedChunk)
+                if followed_by_chunk and outcome.made_audio:
                     # Sent right away: a player can start on a piece only once the next one arrives.
                     pieces.append(pause)
                     yield StreamEvent(pause, index, len(chunks), chunk_done=True)
@@ -299,14 +316,14 @@ class ChatterboxTTS:
         if not pieces and not stopped:
             raise RuntimeError("the model produced no speech tokens for this text; try another seed")
         full = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
-        result = Synthesis(full.astype(np.float32), SAMPLE_RATE, seed, " ".join(c.normalized_text for c in chunks),
-                           tuple(ch for c in chunks for ch in c.unknown_characters),
+        result = Synthesis(full.astype(np.float32), SAMPLE_RATE, seed, plan.normalized_text, plan.unknown_characters,
                            sum(o.n_tokens for o in outcomes), any(o.hit_limit for o in outcomes), watermarked,
-                           len(chunks), tuple(i for i, o in enumerate(outcomes) if o.loop_cut), stopped)
+                           len(chunks), tuple(i for i, o in enumerate(outcomes) if o.loop_cut), stopped,
+                           plan.prepared.notes)
         yield StreamEvent(np.zeros(0, dtype=np.float32), len(chunks) - 1, len(chunks), result)
 
-    def _speak_chunk(self, m: LoadedModel, chunk, index: int, n_chunks: int, voice: Conditionals,
-                     params: GenerationParams, seed: int, max_new_tokens: int, marker: Watermarker | None,
+    def _speak_chunk(self, m: LoadedModel, chunk: PlannedChunk, n_chunks: int, voice: Conditionals,
+                     params: GenerationParams, seed: int, marker: Watermarker | None,
                      blocks: StreamConfig | None, cancel: threading.Event | None, audio_before: bool,
                      outcome: _ChunkOutcome) -> Iterator[StreamEvent]:
         """One chunk: T3's tokens through the runaway guard into S3Gen, its audio as events.
@@ -314,8 +331,8 @@ class ChatterboxTTS:
         Fills `outcome`. A cancel stops promptly; a cut chunk is still finished when no audio
         was made before it (`audio_before` False), so that a stop always returns some audio.
         """
+        index, limit = chunk.index, chunk.token_limit
         generator = torch.Generator(device=self.device).manual_seed(chunk_seed(seed, index))
-        limit = min(max_new_tokens, max_tokens_for_text(len(chunk.normalized_text), MAX_NEW_TOKENS))
         if blocks is None:
             audio = WholeChunk(m.s3gen, voice.gen, generator, marker, SAMPLE_RATE)
         else:
@@ -324,7 +341,7 @@ class ChatterboxTTS:
         tokens: list[int] = []
         released = 0  # tokens handed to `audio`: only those the guard can no longer cut
         guard = RunawayGuard()
-        decoding = m.t3.stream_tokens(voice.t3, m.t3.frame_text(chunk.ids), SamplingParams.of(params, limit),
+        decoding = m.t3.stream_tokens(voice.t3, m.t3.frame_text(chunk.tokens.ids), SamplingParams.of(params, limit),
                                       generator)
         for token in decoding:
             tokens.append(token)
@@ -344,13 +361,13 @@ class ChatterboxTTS:
         if outcome.stopped and (audio_before or outcome.made_audio):
             # Audio this chunk already streamed came from the tokens handed to its decoder.
             if outcome.made_audio:
-                outcome.n_tokens = int(drop_invalid_tokens(tokens[:released]).numel())
+                outcome.n_tokens = int(speech_ids(tokens[:released]).numel())
             return
         cut_by_limit = len(tokens) >= limit and tokens[-1] != STOP_SPEECH_TOKEN
         outcome.hit_limit = cut_by_limit and not outcome.stopped
-        outcome.n_tokens = int(drop_invalid_tokens(tokens).numel())
-        trim = n_chunks > 1 or cut_by_limit or outcome.loop_cut
-        tail = audio.push(tokens[released:]) + audio.finish(trim=trim)
+        outcome.n_tokens = int(speech_ids(tokens).numel())
+        # Every chunk's silent tail goes, single-chunk results too (a short natural pause stays).
+        tail = audio.push(tokens[released:]) + audio.finish(trim=True)
         for i, wav in enumerate(tail):
             outcome.made_audio = True
             yield StreamEvent(wav, index, n_chunks, chunk_done=i == len(tail) - 1)

@@ -10,6 +10,7 @@ import pytest
 
 from models.guard import (
     MAX_NEW_TOKENS,
+    PAUSE_ALLOWANCE_S,
     S3_TOKEN_RATE,
     GuardConfig,
     Loop,
@@ -177,6 +178,18 @@ def test_token_bound_is_monotone_capped_and_generous():
     assert max_tokens_for_text(10_000, cap=400) == 400
     with pytest.raises(ValueError):
         max_tokens_for_text(-1)
+
+
+def test_token_bound_makes_room_for_pauses():
+    # Each pause adds PAUSE_ALLOWANCE_S of tokens below the cap and never lowers the bound.
+    for n in (0, 10, 100):
+        steps = [max_tokens_for_text(n, n_pauses=k) for k in range(6)]
+        assert steps[0] == max_tokens_for_text(n)
+        assert all(b - a in (round(PAUSE_ALLOWANCE_S * S3_TOKEN_RATE) + d for d in (-1, 0, 1))
+                   for a, b in zip(steps, steps[1:]) if b < MAX_NEW_TOKENS)
+    assert max_tokens_for_text(200, n_pauses=100) == MAX_NEW_TOKENS
+    with pytest.raises(ValueError):
+        max_tokens_for_text(5, n_pauses=-1)
 
 
 # --- trailing silence ---------------------------------------------------------------
