@@ -2,15 +2,13 @@
 has the same length either way, whatever stray ids T3 produced."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
 from models.chunk_audio import BlockChunk, WholeChunk, speech_ids
-from models.s3gen.streaming import StreamConfig, UtteranceNoise, decode_whole
+from models.s3gen.streaming import StreamConfig, UtteranceNoise
 from models.t3 import START_SPEECH_TOKEN, STOP_SPEECH_TOKEN, drop_invalid_tokens
-from test_s3gen_streaming import LocalFlow, tiny_hift, tiny_ref, tokens
+from test_s3gen_streaming import LocalFlow, decode_whole, tiny_hift, tiny_ref, tokens
 
 SAMPLE_RATE = 24_000
 
@@ -39,13 +37,14 @@ class TinyS3Gen:
     def __init__(self):
         torch.manual_seed(3)
         self.flow, self.mel2wav = LocalFlow().eval(), tiny_hift()
+        self.n_timesteps = 10
 
     def inference(self, speech, ref, generator=None):
         c = self.flow.config
         frames = c.encoder.upsample * (ref.prompt_token.numel() + speech.numel())
         noise = UtteranceNoise.sample(c.n_feats, frames, self.mel2wav.config.nb_harmonics + 1,
                                       speech.numel() * 2 * self.mel2wav.config.samples_per_frame, generator)
-        return decode_whole(SimpleNamespace(flow=self.flow, mel2wav=self.mel2wav), speech, ref, noise)
+        return decode_whole(self, speech, ref, noise)
 
 
 @pytest.mark.parametrize("position", [1, 15, 30])

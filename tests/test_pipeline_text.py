@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.params import GenerationParams
 from models.text_prep import SEPARATOR_PAUSE_S
 from models.tts import SAMPLE_RATE
 
@@ -21,7 +22,7 @@ def test_unspeakable_text_is_refused_before_generation(pipeline):
 @pytest.mark.slow
 def test_pauses_and_separators_are_silence_and_the_notes_say_what_was_read(pipeline):
     text = "Tickets cost 5 \u20ac.\n\n* * *\n\nGood [pause:1.5s] bye <haha>."
-    events = list(pipeline.stream(text, None, seed=3, max_new_tokens=3, watermark=False))
+    events = list(pipeline.stream(text, None, GenerationParams(seed=3), max_new_tokens=3, watermark=False))
     result = events[-1].result
     assert result.n_chunks == 3
     assert result.normalized_text == "Tickets cost five euros. [pause 1 s] Good. [pause 1.5 s] Bye."
@@ -41,7 +42,7 @@ def test_single_chunk_result_loses_its_silent_tail(pipeline, monkeypatch):
         return torch.cat([original(*args, **kwargs), torch.zeros(3 * SAMPLE_RATE)])
 
     monkeypatch.setattr(pipeline.s3gen, "inference", with_silent_tail)
-    result = pipeline.synthesize("Hello there.", None, seed=7, max_new_tokens=12, watermark=False)
+    result = pipeline.synthesize("Hello there.", None, GenerationParams(seed=7), max_new_tokens=12, watermark=False)
     assert result.n_chunks == 1
     speech = 960 * result.n_speech_tokens
     assert speech <= len(result.wav) <= speech + round(0.12 * SAMPLE_RATE)  # at most a short natural pause kept
