@@ -11,6 +11,7 @@ from torch import nn
 from conftest import PARITY, REAL_VOICES, replay_goldens
 from models.audio import resample
 from models.reference import ReferenceAudioError
+from models.s3gen.campplus import CAMPPlus, CAMPPlusConfig
 from models.s3gen.cfm import CFMConfig
 from models.s3gen.conformer import EncoderConfig
 from models.s3gen.estimator import EstimatorConfig
@@ -20,7 +21,7 @@ from models.s3gen.s3gen import ReferenceEmbedding, S3Gen
 from models.s3gen.tokenizer import S3Tokenizer, S3TokenizerConfig
 from models.vc import VCConfig, VoiceConverter, load_source
 
-N_FEATS, XVEC = 8, 12
+N_FEATS, XVEC = 80, 12  # real mel bins: targets are embedded with the real 80-bin mel
 TINY_FLOW = FlowConfig(spk_embed_dim=XVEC,
                        encoder=EncoderConfig(d_model=16, n_heads=2, ffn_dim=32, n_blocks=1, n_up_blocks=1),
                        cfm=CFMConfig(estimator=EstimatorConfig(n_feats=N_FEATS, channels=16, n_blocks=1,
@@ -33,6 +34,8 @@ def tiny_s3gen() -> S3Gen:
     s3gen = S3Gen.__new__(S3Gen)
     nn.Module.__init__(s3gen)
     s3gen.tokenizer = S3Tokenizer(S3TokenizerConfig(n_audio_state=128, n_audio_head=2, n_audio_layer=1))
+    s3gen.speaker_encoder = CAMPPlus(CAMPPlusConfig(embedding_size=XVEC, head_channels=8, init_channels=16,
+                                                    growth_rate=8, bottleneck=16, block_layers=(1, 1, 1)))
     s3gen.flow = Flow(TINY_FLOW)
     s3gen.mel2wav = HiFTGenerator(HiFTConfig(in_channels=N_FEATS, base_channels=16, f0_channels=8))
     with torch.no_grad():
