@@ -41,7 +41,7 @@ def served(tmp_path_factory):
         build_voice_tabs(tools, demo)
     demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     try:
-        yield Client(demo.local_url, verbose=False), tmp, prepared, library
+        yield Client(demo.local_url, verbose=False), tmp, prepared, library, tools
     finally:
         demo.close()
 
@@ -49,7 +49,7 @@ def served(tmp_path_factory):
 def test_convert_streams_watermarked_audio_of_the_right_length(served):
     from gradio_client import handle_file
 
-    client, tmp, _, _ = served
+    client, tmp = served[:2]
     sf.write(tmp / "source.wav", real_voice(2.0), 16_000)
     _, full, notes = client.predict(handle_file(str(tmp / "source.wav")), None, "Example A", 3,
                                     api_name="/convert")
@@ -63,7 +63,7 @@ def test_convert_streams_watermarked_audio_of_the_right_length(served):
 def test_save_rename_delete_and_refuse_built_ins(served):
     from gradio_client import handle_file
 
-    client, _, prepared, library = served
+    client, _, prepared, library = served[:4]
     clip = handle_file(str(REAL_VOICES / "aishell_s0764_b.wav"))
     table, _, message = client.predict("Anna", clip, 0.7, api_name="/save_voice")
     assert "Saved **Anna**" in message and prepared[-1][1] == 0.7
@@ -74,6 +74,9 @@ def test_save_rename_delete_and_refuse_built_ins(served):
         client.predict("Example A", api_name="/delete_voice")
     with pytest.raises(Exception, match="exists already"):
         client.predict("berta", clip, 0.5, api_name="/save_voice")
+    tools = served[4]
+    assert tools.conditionals_for("berta", 0.9).t3.emotion_adv == 0.9  # the TTS tab picks it by name
+    assert tools.conditionals_for("Example A") is not None and prepared[-1][1] == 0.5  # a clip: prepared now
     client.predict("Berta", api_name="/delete_voice")
     assert library.names() == ["Example A"]
 
@@ -81,7 +84,7 @@ def test_save_rename_delete_and_refuse_built_ins(served):
 def test_voice_lab_returns_matrix_and_plot(served):
     from gradio_client import handle_file
 
-    client, _, _, _ = served
+    client = served[0]
     files = [handle_file(str(REAL_VOICES / "aishell_s0764_b.wav")), handle_file(str(PARITY / "ref_a.wav"))]
     matrix, plot = client.predict(files, ["Example A"], handle_file(str(PARITY / "ref_b.wav")), "ref_a",
                                   api_name="/voice_lab")
@@ -96,6 +99,6 @@ def test_voice_lab_returns_matrix_and_plot(served):
 def test_watermark_check_through_the_api(served):
     from gradio_client import handle_file
 
-    client, tmp, _, _ = served
+    client, tmp = served[:2]
     verdict, label = client.predict(handle_file(str(REAL_VOICES / "aishell_s0764_a.wav")), api_name="/watermark_check")
     assert verdict.startswith("no Perth watermark") and label["label"] == "not watermarked"

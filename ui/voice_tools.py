@@ -54,6 +54,17 @@ class VoiceTools:
     def voice_names(self) -> list[str]:
         return self.library.names()
 
+    def conditionals_for(self, name: str, exaggeration: float = 0.5):
+        """TTS conditionals of a listed voice, for the text-to-speech tab and its API `voice` argument:
+        a saved or built-in voice as stored (`entry(name).model` says which model it was prepared for),
+        an example clip prepared now. Raises VoiceLibraryError for an unknown name."""
+        entry = self.library.entry(name)
+        if entry.read_only and entry.clip is not None:
+            if self.prepare_voice is None:
+                raise VoiceLibraryError("preparing a voice needs the model weights")
+            return self.prepare_voice(load_reference(entry.clip), float(exaggeration))
+        return self.library.load(name).with_exaggeration(float(exaggeration))
+
     def hints(self, clip_path) -> str:
         """Reference-quality hints for an uploaded clip (Markdown; empty without a clip)."""
         if not clip_path:
