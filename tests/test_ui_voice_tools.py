@@ -90,6 +90,7 @@ def test_voice_lab_returns_matrix_and_plot(served):
                                   api_name="/voice_lab")
     labels = [row[0] for row in matrix["data"]]
     assert labels == ["aishell_s0764_b", "ref_a", "Example A", "generated"]
+    assert matrix["headers"] == ["clip"] + labels
     sims = np.array([row[1:] for row in matrix["data"]], dtype=float)
     np.testing.assert_allclose(np.diag(sims), 1.0, atol=1e-3)
     assert sims[0, 2] > sims[0, 1]  # the two AISHELL clips are one speaker

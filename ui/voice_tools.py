@@ -221,7 +221,10 @@ class VoiceTools:
             vmap = build_map(self.similarity, clips, pairs)
         except ValueError as exc:
             raise gr.Error(str(exc)) from exc
-        table = [[label] + [round(float(v), 3) for v in row] for label, row in zip(vmap.labels, vmap.similarity)]
+        import pandas as pd  # a Gradio dependency; a DataFrame carries the column labels
+
+        table = pd.DataFrame(np.round(vmap.similarity, 3), columns=list(vmap.labels))
+        table.insert(0, "clip", list(vmap.labels))
         return table, render(vmap)
 
     def lab_tab(self) -> None:
