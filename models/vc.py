@@ -137,8 +137,9 @@ class _BlockNoise:
     def __getitem__(self, key) -> Tensor:
         sl = key[-1] if isinstance(key, tuple) else key
         start, stop = sl.start or 0, sl.stop
-        blocks = [self._block(b) for b in range(start // self.BLOCK, max(start // self.BLOCK, (stop - 1) // self.BLOCK) + 1)]
-        offset = (start // self.BLOCK) * self.BLOCK
+        first, last = start // self.BLOCK, max(start // self.BLOCK, (stop - 1) // self.BLOCK)
+        blocks = [self._block(b) for b in range(first, last + 1)]
+        offset = first * self.BLOCK
         return torch.cat(blocks, dim=-1)[..., start - offset:stop - offset]
 
 

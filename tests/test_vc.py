@@ -131,3 +131,19 @@ def test_vc_goldens_replay(parity_dir, fake_ckpt):
     for name in ("d_target_ref.npz", "c_source_tokens.npz"):
         replay_file(PARITY / "vc" / "golden" / name, ctx, report)
     assert report.failed == 0 and report.skipped == 0 and report.passed >= 10, "\n".join(report.lines)
+
+
+def test_long_source_noise_reads_the_same_numbers_in_any_pieces():
+    from models.vc import _BlockNoise
+
+    noise = _BlockNoise(9, seed=5, device=torch.device("cpu"))
+    whole = noise[..., 1_000:150_000]
+    pieces = torch.cat([noise[..., 1_000:48_000], noise[..., 48_000:100_001], noise[..., 100_001:150_000]], dim=-1)
+    assert whole.shape == (1, 9, 149_000) and torch.equal(whole, pieces)
+    assert torch.equal(_BlockNoise(9, seed=5, device=torch.device("cpu"))[..., 47_999:48_001], whole[..., 46_999:47_001])
+    assert not torch.equal(_BlockNoise(9, seed=6, device=torch.device("cpu"))[..., :10], noise[..., :10])
+
+
+def test_config_rejects_a_blend_wider_than_the_context():
+    with pytest.raises(ValueError, match="blend_frames"):
+        VCConfig(context_tokens=5, blend_frames=20)
