@@ -47,7 +47,9 @@ class VoiceTools:
     gpu: Callable[[Callable], Callable] = field(default=lambda f: f)
 
     def __post_init__(self):
+        # Wrapped once, at start-up: ZeroGPU registers its functions before the app serves.
         self._convert = self.gpu(self._convert_stream)
+        self._prepare = self.gpu(self.prepare_voice) if self.prepare_voice is not None else None
 
     # --- shared -----------------------------------------------------------------------
 
@@ -60,9 +62,9 @@ class VoiceTools:
         an example clip prepared now. Raises VoiceLibraryError for an unknown name."""
         entry = self.library.entry(name)
         if entry.read_only and entry.clip is not None:
-            if self.prepare_voice is None:
+            if self._prepare is None:
                 raise VoiceLibraryError("preparing a voice needs the model weights")
-            return self.prepare_voice(load_reference(entry.clip), float(exaggeration))
+            return self._prepare(load_reference(entry.clip), float(exaggeration))
         return self.library.load(name).with_exaggeration(float(exaggeration))
 
     def hints(self, clip_path) -> str:
@@ -141,13 +143,13 @@ class VoiceTools:
                 for e in self.library.list()]
 
     def save(self, name, clip_path, exaggeration):
-        if self.prepare_voice is None:
+        if self._prepare is None:
             raise gr.Error("saving voices needs the model weights")
         if not clip_path:
             raise gr.Error("upload or record the clip to save")
         try:
             clip = load_reference(clip_path)
-            conds = self.gpu(self.prepare_voice)(clip, float(exaggeration))
+            conds = self._prepare(clip, float(exaggeration))
             entry = self.library.save(name, conds, settings={"exaggeration": float(exaggeration)},
                                       model=self.model_name)
         except ValueError as exc:
