@@ -110,6 +110,7 @@ def _save_in_process(root: str, i: int) -> str:
     return f"proc {i}"
 
 
+@pytest.mark.slow  # four spawned processes each import torch
 def test_twenty_concurrent_saves_from_threads_and_processes_lose_nothing(tmp_path):
     root = tmp_path / "lib"
     lib = VoiceLibrary(root, max_voices=40)
