@@ -18,14 +18,12 @@ from .campplus import CAMPPlus
 from .flow import Flow
 from .hift import HiFTGenerator, apply_fade_in
 from .mel import s3gen_mel
-from .tokenizer import S3_SR, S3Tokenizer
+from .tokenizer import S3Tokenizer
 from ..audio import resample
+from ..constants import S3_SR, S3GEN_MEL_FRAMES_PER_TOKEN, S3GEN_SR
 
-S3GEN_SR = 24_000          # output and prompt-mel sample rate (Hz)
 MAX_REF_SECONDS = 10       # the reference prompt S3Gen conditions on
 DEC_COND_LEN = MAX_REF_SECONDS * S3GEN_SR
-MEL_FRAMES_PER_TOKEN = 2   # 25 Hz tokens, 50 Hz mel
-SAMPLES_PER_TOKEN = 960    # 40 ms at 24 kHz
 
 
 @dataclass(frozen=True)
@@ -43,8 +41,9 @@ class ReferenceEmbedding:
 class S3Gen(nn.Module):
     """Token-to-waveform decoder with its reference-voice front-end."""
 
-    def __init__(self) -> None:
+    def __init__(self, n_timesteps: int = 10) -> None:
         super().__init__()
+        self.n_timesteps = n_timesteps  # flow Euler steps of every decode, whole or streamed
         self.tokenizer = S3Tokenizer()
         self.speaker_encoder = CAMPPlus()
         self.flow = Flow()
@@ -74,7 +73,7 @@ class S3Gen(nn.Module):
         prompt_token = self.tokenizer.tokenize(x16)
         # The mel must be exactly twice as long as the tokens; the reference only ever
         # shortens the tokens to fit (a shorter token list is left as it is).
-        n_fit = prompt_feat.shape[0] // MEL_FRAMES_PER_TOKEN
+        n_fit = prompt_feat.shape[0] // S3GEN_MEL_FRAMES_PER_TOKEN
         if prompt_token.shape[0] > n_fit:
             prompt_token = prompt_token[:n_fit]
         return ReferenceEmbedding(prompt_token, prompt_feat, embedding)
@@ -85,12 +84,11 @@ class S3Gen(nn.Module):
         speech_tokens: torch.Tensor,
         ref: ReferenceEmbedding,
         generator: torch.Generator | None = None,
-        n_timesteps: int = 10,
     ) -> torch.Tensor:
         """Speech tokens (N,) -> waveform (960*N,) at 24 kHz, faded in over the first 40 ms."""
         if speech_tokens.numel() == 0:
             raise ValueError("no speech tokens to decode")
         mel = self.flow.inference(speech_tokens.to(self.device), ref.prompt_token, ref.prompt_feat,
-                                  ref.embedding, generator=generator, n_timesteps=n_timesteps)
+                                  ref.embedding, generator=generator, n_timesteps=self.n_timesteps)
         wav = self.mel2wav.inference(mel, generator=generator)
         return apply_fade_in(wav)
