@@ -29,9 +29,9 @@ from torch import Tensor
 from .audio import resample
 from .reference import MAX_UPLOAD_BYTES, ReferenceAudioError, load_reference
 from .s3gen.hift import SourceDraws, fade_in_envelope
-from .s3gen.s3gen import DEC_COND_LEN, MEL_FRAMES_PER_TOKEN, S3GEN_SR, ReferenceEmbedding, S3Gen
+from .constants import S3_SR, S3GEN_MEL_FRAMES_PER_TOKEN as MEL_FRAMES_PER_TOKEN, S3GEN_SR
+from .s3gen.s3gen import DEC_COND_LEN, ReferenceEmbedding, S3Gen
 from .s3gen.streaming import StreamConfig, StreamingVocoder
-from .s3gen.tokenizer import S3_SR
 from .watermark import StreamingWatermark, Watermarker
 
 SAMPLE_RATE = S3GEN_SR
@@ -47,11 +47,10 @@ class VCConfig:
     piece_tokens: int = 250       # longer sources: 10 s of new audio per window ...
     context_tokens: int = 25      # ... decoded with 1 s of source on either side (flow attention context)
     blend_frames: int = 20        # mel frames crossfaded at each join (0.4 s), inside the context
-    n_timesteps: int = 10         # flow Euler steps
 
     def __post_init__(self):
-        if self.piece_tokens < 1 or self.whole_max_tokens < 0 or self.n_timesteps < 1:
-            raise ValueError("need piece_tokens >= 1, whole_max_tokens >= 0, n_timesteps >= 1")
+        if self.piece_tokens < 1 or self.whole_max_tokens < 0:
+            raise ValueError("need piece_tokens >= 1 and whole_max_tokens >= 0")
         # A window's mel starts one frame late when the prompt mel is odd (see Flow), so the
         # blend must end at least one frame inside the context on each side.
         if not 0 <= self.blend_frames // 2 <= MEL_FRAMES_PER_TOKEN * self.context_tokens - 1:
@@ -188,8 +187,7 @@ class VoiceConverter:
         generator = torch.Generator().manual_seed(int(seed))
         marker = self.watermarker if self.watermarker is not None and self.watermarker.available else None
         if tokens.numel() <= self.config.whole_max_tokens:
-            wav = self.s3gen.inference(tokens, target, generator=generator,
-                                       n_timesteps=self.config.n_timesteps).float().cpu().numpy()
+            wav = self.s3gen.inference(tokens, target, generator=generator).float().cpu().numpy()
             yield marker.apply(wav, SAMPLE_RATE) if marker is not None else wav
             return
         watermark = StreamingWatermark(marker, SAMPLE_RATE) if marker is not None else None
@@ -238,7 +236,7 @@ class VoiceConverter:
             lo, hi = max(0, a - c.context_tokens), min(n, b + c.context_tokens)
             noise = torch.cat([prompt_noise, source_noise[..., fpt * lo:fpt * hi]], dim=-1)
             mel = flow.inference(tokens[lo:hi], ref.prompt_token, ref.prompt_feat, ref.embedding,
-                                 noise=noise, n_timesteps=c.n_timesteps)
+                                 noise=noise, n_timesteps=self.s3gen.n_timesteps)
             first = fpt * lo + lost  # source frame of mel[:, 0]
             start = lost if k == 0 else fpt * a - half
             end = fpt * n if b == n else fpt * b - half

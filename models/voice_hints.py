@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from .reference import MAX_SECONDS_USED
-from .s3gen.s3gen import MAX_REF_SECONDS
-from .tts import T3_PROMPT_SECONDS
+from .registry import PromptSpec
+
+_PROMPT = PromptSpec()           # the English/German models' prompt lengths (registry)
 
 TURBO_PROMPT_SECONDS = 15        # Chatterbox-Turbo's T3 prompt (spec §11.2: first 15 s, 375 tokens)
 TURBO_MIN_SECONDS = 5            # Turbo's reference asserts a clip longer than 5 s (spec §11.2)
@@ -35,8 +36,8 @@ def seconds_used(seconds: float) -> list[str]:
 
     lines = [
         f"Clip length {seconds:.1f} s.",
-        f"Voice timbre (S3Gen, every model and voice conversion): {part(MAX_REF_SECONDS)}.",
-        f"Speaking style prompt (English/German T3): {part(T3_PROMPT_SECONDS)}.",
+        f"Voice timbre (S3Gen, every model and voice conversion): {part(_PROMPT.s3gen_seconds)}.",
+        f"Speaking style prompt (English/German T3): {part(_PROMPT.t3_seconds)}.",
         f"Speaker embedding (voice encoder): {part(MAX_SECONDS_USED)}.",
         f"Turbo T3 prompt: {part(TURBO_PROMPT_SECONDS)}"
         + (f" (Turbo needs more than {TURBO_MIN_SECONDS} s)." if seconds <= TURBO_MIN_SECONDS else "."),

@@ -33,6 +33,7 @@ def tiny_s3gen() -> S3Gen:
     torch.manual_seed(0)
     s3gen = S3Gen.__new__(S3Gen)
     nn.Module.__init__(s3gen)
+    s3gen.n_timesteps = 10
     s3gen.tokenizer = S3Tokenizer(S3TokenizerConfig(n_audio_state=128, n_audio_head=2, n_audio_layer=1))
     s3gen.speaker_encoder = CAMPPlus(CAMPPlusConfig(embedding_size=XVEC, head_channels=8, init_channels=16,
                                                     growth_rate=8, bottleneck=16, block_layers=(1, 1, 1)))
