@@ -22,7 +22,7 @@ def served(tmp_path_factory):
     from models.similarity import SpeakerSimilarity
     from models.voice_library import ReadOnlyVoice, VoiceLibrary
     from models.watermark import Watermarker
-    from ui.voice_tools import VoiceTools, build_voice_tabs
+    from voice_tabs import VoiceTools, build_voice_tabs
 
     tmp = tmp_path_factory.mktemp("ui")
     s3gen = tiny_s3gen()
