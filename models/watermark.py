@@ -6,6 +6,8 @@ False and `reason` says why, so the UI can say the watermark is off.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -55,6 +57,44 @@ class Watermarker:
         with torch.inference_mode():
             bits = self._impl.get_watermark(np.asarray(wav, dtype=np.float32), sample_rate=sample_rate, round=True)
         return float(np.mean(bits))
+
+
+@dataclass(frozen=True)
+class WatermarkCheck:
+    """Whether a clip carries the Perth watermark.
+
+    `score` is Perth's decoder output averaged over the clip (0..1: near 1 marked, near 0
+    not); `detected` is score >= 0.5 and `confidence` the probability of that verdict
+    (score, or 1 - score).
+    """
+
+    detected: bool
+    score: float
+    confidence: float
+
+    def describe(self) -> str:
+        verdict = "Perth watermark detected" if self.detected else "no Perth watermark detected"
+        return f"{verdict} (confidence {self.confidence:.0%}, score {self.score:.3f})"
+
+
+WATERMARK_MIN_SECONDS = 0.5  # Perth decodes STFT frames of 64 ms; shorter clips give no verdict
+
+
+def check_watermark(watermarker: Watermarker, wav: np.ndarray, sample_rate: int) -> WatermarkCheck:
+    """Decode the Perth watermark of a mono clip. Raises ValueError for unusable audio and
+    RuntimeError when the watermarker is unavailable."""
+    wav = np.asarray(wav, dtype=np.float32)
+    if wav.ndim != 1 or not np.all(np.isfinite(wav)):
+        raise ValueError("watermark check needs mono audio without NaN or infinite samples")
+    if len(wav) < WATERMARK_MIN_SECONDS * sample_rate:
+        raise ValueError(f"clip is shorter than {WATERMARK_MIN_SECONDS} s: too short to check")
+    if watermarker._impl is None:
+        raise RuntimeError(f"watermark unavailable: {watermarker.reason}")
+    with torch.inference_mode():
+        raw = watermarker._impl.get_watermark(wav, sample_rate=sample_rate, round=False)
+    score = float(np.clip(np.mean(raw), 0.0, 1.0))
+    detected = score >= 0.5
+    return WatermarkCheck(detected, score, score if detected else 1.0 - score)
 
 
 WATERMARK_CONTEXT_S = 0.2  # Perth's STFT (64 ms window) and resampling reach far less than this

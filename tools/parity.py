@@ -23,18 +23,24 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-# stage letter -> (field that identifies it, "module:function" that replays it, title)
-STAGES: dict[str, tuple[str, str, str]] = {
-    "a": ("partial_embeds", "tools.replay_frontend:replay_voice_encoder", "voice encoder"),
-    "b": ("token_strings", "tools.replay_frontend:replay_text", "text front-end"),
-    "c": ("t3_prompt_log_mel", "tools.replay_reference:replay_s3_tokenizer", "S3 tokenizer"),
-    "d": ("campplus_fbank", "tools.replay_reference:replay_reference_embedding", "S3Gen reference"),
-    "e": ("perceiver_out", "tools.replay_t3:replay_conditioning", "T3 conditioning"),
-    "f": ("speech_logits", "tools.replay_t3:replay_teacher_forced", "T3 teacher forced"),
-    "g": ("cfg_logits", "tools.replay_t3:replay_greedy", "T3 greedy decode"),
-    "h": ("estimator_out_step0", "tools.replay_flow:replay_flow", "S3Gen flow"),
-    "i": ("conv_post_out", "tools.replay_hift:replay_hift", "HiFT vocoder"),
-    "j": ("t3_tokens_raw", "tools.replay_e2e:replay_e2e", "end to end"),
+# stage -> (fields that identify it, "module:function" that replays it, title). Voice-conversion
+# files (../parity/vc/) reuse the English letters and field names, so their markers come first
+# and name fields no English file holds; their flow and vocoder files are the English formats
+# less one intermediate, and replay through the English stages.
+STAGES: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "vc c": (("source_wav_16k", "speech_tokens"), "tools.replay_vc:replay_source_tokens", "VC source tokens"),
+    "vc d": (("dec_cond_len", "campplus_fbank"), "tools.replay_vc:replay_target", "VC target reference"),
+    "vc j": (("target_wav_24k", "s3gen_tokens"), "tools.replay_vc:replay_vc_generate", "VC end to end"),
+    "a": (("partial_embeds",), "tools.replay_frontend:replay_voice_encoder", "voice encoder"),
+    "b": (("token_strings",), "tools.replay_frontend:replay_text", "text front-end"),
+    "c": (("t3_prompt_log_mel",), "tools.replay_reference:replay_s3_tokenizer", "S3 tokenizer"),
+    "d": (("campplus_fbank",), "tools.replay_reference:replay_reference_embedding", "S3Gen reference"),
+    "e": (("perceiver_out",), "tools.replay_t3:replay_conditioning", "T3 conditioning"),
+    "f": (("speech_logits",), "tools.replay_t3:replay_teacher_forced", "T3 teacher forced"),
+    "g": (("cfg_logits",), "tools.replay_t3:replay_greedy", "T3 greedy decode"),
+    "h": (("estimator_out_step0",), "tools.replay_flow:replay_flow", "S3Gen flow"),
+    "i": (("sine_noise_randn", "wav_before_fade"), "tools.replay_hift:replay_hift", "HiFT vocoder"),
+    "j": (("t3_tokens_raw",), "tools.replay_e2e:replay_e2e", "end to end"),
 }
 
 
@@ -149,8 +155,8 @@ class Context:
 
 
 def detect_stage(data: np.lib.npyio.NpzFile) -> str | None:
-    for letter, (marker, _, _) in STAGES.items():
-        if marker in data.files:
+    for letter, (markers, _, _) in STAGES.items():
+        if all(m in data.files for m in markers):
             return letter
     return None
 

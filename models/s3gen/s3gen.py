@@ -58,10 +58,14 @@ class S3Gen(nn.Module):
         self.mel2wav.fold_weight_norm()
 
     @torch.inference_mode()
-    def embed_ref(self, wav24: np.ndarray) -> ReferenceEmbedding:
-        """Embed up to the first 10 s of a 24 kHz mono reference clip."""
+    def embed_ref(self, wav24: np.ndarray, wav16: np.ndarray | None = None) -> ReferenceEmbedding:
+        """Embed up to the first 10 s of a 24 kHz mono reference clip.
+
+        `wav16` is that clip at 16 kHz (x-vector and prompt tokens), for a caller that
+        resamples it another way; by default it is our soxr resampling of the kept part.
+        """
         wav24 = np.asarray(wav24, dtype=np.float32)[:DEC_COND_LEN]
-        wav16 = resample(wav24, S3GEN_SR, S3_SR)
+        wav16 = resample(wav24, S3GEN_SR, S3_SR) if wav16 is None else np.asarray(wav16, dtype=np.float32)
         x24 = torch.from_numpy(wav24).to(self.device)
         x16 = torch.from_numpy(wav16).to(self.device)
         prompt_feat = s3gen_mel(x24)
