@@ -1,0 +1,123 @@
+"""The Space's speech functions for programs: OpenAI endpoint, MCP tools and batch jobs.
+
+`SpeechService` turns a request that names things (model id, voice id, settings) into a
+stream of audio pieces from the pipeline, checking everything before any model work
+starts, so an API can still answer with the right status. Voices are resolved by a
+`VoiceDirectory` (built-in, example and saved voices by id).
+"""
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator, Protocol
+
+import numpy as np
+
+from models.constants import MAX_NEW_TOKENS, MAX_TEXT_CHARS
+from models.params import CONTROLS, GenerationParams, check_text
+from models.registry import DEFAULT_MODEL, MODELS
+from models.tts import SAMPLE_RATE, ChatterboxTTS, Conditionals, LivePlayback, Synthesis
+
+from .openai_api import SpeechRequest, SpeechStream, TextTooLong, Unavailable, UnknownName
+
+# OpenAI's model names, so that clients with those names built in reach the default model.
+OPENAI_MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+RANDOM_SEEDS = 2**32          # a drawn seed stays short enough to read and type
+
+
+class VoiceDirectory(Protocol):
+    """Named voices: `voices()` lists them (dicts with at least `id`, `name`, `kind`);
+    `conditionals(voice_id, model)` gives the prepared voice (None: the model's built-in
+    voice) or raises LookupError for an unknown id."""
+
+    def voices(self) -> list[dict]: ...
+
+    def conditionals(self, voice_id: str, model: str) -> Conditionals | None: ...
+
+
+@dataclass(frozen=True)
+class Speech:
+    """A checked request: what the pipeline is asked to do."""
+
+    text: str
+    model: str
+    voice: str
+    conditionals: Conditionals | None
+    params: GenerationParams
+    watermark: bool = True
+    notes: tuple[str, ...] = ()
+
+
+class SpeechService:
+    """Checks requests against the registry and voices, then streams them through the pipeline."""
+
+    def __init__(self, pipeline: ChatterboxTTS | None, voices: VoiceDirectory, unavailable: str = "",
+                 live: LivePlayback | None = None, max_new_tokens: int = MAX_NEW_TOKENS):
+        self.pipeline, self.directory, self.unavailable = pipeline, voices, unavailable
+        self.live, self.max_new_tokens = live, max_new_tokens
+
+    def model_ids(self) -> list[str]:
+        return list(MODELS)
+
+    def voices(self) -> list[dict]:
+        return self.directory.voices()
+
+    def check(self, text: str, model: str, voice: str, settings: dict[str, float | None],
+              seed: int | None, language: str | None = None, watermark: bool = True) -> Speech:
+        """Raise UnknownName (404), TextTooLong (413), ValueError (400) or Unavailable (503); else
+        the request with its params: the model's honoured controls as given, the rest at its
+        recommended values, and a drawn seed when none was given."""
+        if self.pipeline is None:
+            raise Unavailable(self.unavailable or "no model weights are loaded")
+        model_id = DEFAULT_MODEL if model in OPENAI_MODEL_ALIASES else model
+        if model_id not in MODELS:
+            raise UnknownName(f"unknown model {model!r}; available: {', '.join(MODELS)}")
+        entry = MODELS[model_id]
+        if isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
+            raise TextTooLong(f"input is {len(text):,} characters; one request speaks at most {MAX_TEXT_CHARS:,}")
+        check_text(text)
+        if language is not None and language not in entry.languages:
+            raise ValueError(f"model {model_id!r} speaks {', '.join(entry.languages)}, not {language!r}")
+        notes = []
+        given = {k: v for k, v in settings.items() if v is not None}
+        unknown = sorted(set(given) - set(CONTROLS))
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(CONTROLS)}")
+        ignored = sorted(set(given) - set(entry.controls))
+        if ignored:
+            notes.append(f"{model_id} ignores {', '.join(ignored)}")
+        honoured = {k: v for k, v in given.items() if k in entry.controls}
+        seed = 1 + secrets.randbelow(RANDOM_SEEDS - 1) if seed is None else seed
+        params = replace(entry.recommended, **honoured, seed=seed)   # ValueError for a bad value
+        try:
+            conditionals = self.directory.conditionals(voice, model_id)
+        except LookupError:
+            names = ", ".join(v["id"] for v in self.directory.voices())
+            raise UnknownName(f"unknown voice {voice!r}; available: {names}") from None
+        return Speech(text, model_id, voice, conditionals, params, watermark, tuple(notes))
+
+    def pieces(self, speech: Speech, cancel: threading.Event | None = None,
+               on_result: Callable[[Synthesis], None] | None = None) -> Iterator[np.ndarray]:
+        """The audio of a checked request as it is made (float32, SAMPLE_RATE); closing the
+        iterator stops the generation. `on_result` receives the whole result at the end."""
+        events = self.pipeline.stream(speech.text, speech.conditionals, speech.params, model=speech.model,
+                                      watermark=speech.watermark, max_new_tokens=self.max_new_tokens,
+                                      cancel=cancel, live=self.live)
+        try:
+            for event in events:
+                if event.result is not None:
+                    if on_result is not None:
+                        on_result(event.result)
+                elif event.audio.size:
+                    yield event.audio
+        finally:
+            events.close()
+
+    def open_speech(self, request: SpeechRequest) -> SpeechStream:
+        """The OpenAI endpoint's entry (see serving.openai_api.SpeechService)."""
+        settings = {name: getattr(request, name) for name in CONTROLS if hasattr(request, name)}
+        speech = self.check(request.input, request.model, request.voice, settings, request.seed,
+                            request.language)
+        return SpeechStream(self.pieces(speech), SAMPLE_RATE, speech.params.seed, speech.model,
+                            list(speech.notes))
