@@ -26,6 +26,7 @@ import numpy as np
 import spaces
 
 import ui
+from integrations import Integrations, LibraryVoices
 from models import loading
 from models.constants import CHUNK_CHARS, MAX_NEW_TOKENS
 from models.params import CONTROLS, GenerationParams, check_text
@@ -33,6 +34,8 @@ from models.reference import MAX_UPLOAD_BYTES, REF_SR, ReferenceClip, load_refer
 from models.registry import KARTOFFELBOX_REPO_ID, entry_by_label
 from models.similarity import SpeakerSimilarity
 from models.tts import SAMPLE_RATE, ChatterboxTTS, Conditionals, LivePlayback, Synthesis
+from serving.admission import Admission, Busy
+from serving.speech_service import SpeechService
 
 log = logging.getLogger("chatterbox-space")
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -53,6 +56,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
     p.add_argument("--concurrency", type=int, default=int(env("CHATTERBOX_CONCURRENCY", "1")),
                    help="generations running at once")
+    p.add_argument("--max-queue", type=int, default=int(env("CHATTERBOX_MAX_QUEUE", "16")),
+                   help="requests waiting for a turn (browser and APIs together) before 'busy' answers")
+    p.add_argument("--api-key", default=env("CHATTERBOX_API_KEY"),
+                   help="key the OpenAI-compatible API (/v1) requires as 'Authorization: Bearer KEY'")
     p.add_argument("--max-new-tokens", type=int, default=int(env("CHATTERBOX_MAX_NEW_TOKENS", str(MAX_NEW_TOKENS))),
                    help="cap on speech tokens per generation (25 per second of audio)")
     p.add_argument("--first-block", type=int, default=int(env("CHATTERBOX_FIRST_BLOCK", "20")),
@@ -168,14 +175,15 @@ def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_
     result = None
     skip = gr.skip()
     try:
-        for event in synthesize_stream(text, clip, params, model, bool(watermark), cancel):
-            if event.result is not None:
-                result = event.result
-            elif event.audio.size:
-                done = event.chunk + event.chunk_done
-                piece = (SAMPLE_RATE, _pcm16(event.audio)) if CAN_STREAM else skip
-                yield piece, skip, skip, skip, skip, ui.progress_html(done, event.n_chunks, started)
-    except (ValueError, loading.WeightsUnavailable, loading.CheckpointError) as exc:
+        with ADMISSION.slot():  # the one gate of the browser and the APIs
+            for event in synthesize_stream(text, clip, params, model, bool(watermark), cancel):
+                if event.result is not None:
+                    result = event.result
+                elif event.audio.size:
+                    done = event.chunk + event.chunk_done
+                    piece = (SAMPLE_RATE, _pcm16(event.audio)) if CAN_STREAM else skip
+                    yield piece, skip, skip, skip, skip, ui.progress_html(done, event.n_chunks, started)
+    except (ValueError, Busy, loading.WeightsUnavailable, loading.CheckpointError) as exc:
         raise gr.Error(str(exc)) from exc
     except Exception as exc:  # keep serving; the log has the traceback
         log.exception("generation failed")
@@ -219,17 +227,26 @@ def _notes(result: Synthesis, clip: ReferenceClip | None, similarity: float | No
     return "  \n".join(lines)
 
 
+ADMISSION = Admission(max(1, ARGS.concurrency), max(0, ARGS.max_queue))
+INTEGRATIONS = Integrations(SpeechService(PIPELINE, LibraryVoices(None, None), WEIGHTS_NOTE.replace("**", ""), LIVE,
+                                          ARGS.max_new_tokens), ADMISSION, ARGS.api_key)
+
+
 def build_demo() -> gr.Blocks:
     voices = sorted(str(p) for p in (ASSETS / "voices").glob("*.wav"))
     examples = [[t, voices[i % len(voices)] if voices else None]
                 for i, t in enumerate(EXAMPLES["english"] + EXAMPLES["german"])]
-    return ui.build_demo(ui.Handlers(generate, request_stop), WEIGHTS_NOTE, examples, CAN_STREAM)
+    return ui.build_demo(ui.Handlers(generate, request_stop), WEIGHTS_NOTE, examples, CAN_STREAM,
+                         extra_tabs={"Batch & API": INTEGRATIONS.mcp_and_batch_tab})
 
 
 demo = build_demo()
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    demo.queue(default_concurrency_limit=ARGS.concurrency, max_size=32).launch(
-        server_name=ARGS.host, server_port=ARGS.port, share=ARGS.share,
-        max_file_size=MAX_UPLOAD_BYTES, show_error=True)
+    # Gradio lets every waiting request in; the admission gate queues and refuses (one limit for all).
+    demo.queue(default_concurrency_limit=ADMISSION.max_running + ADMISSION.max_waiting, max_size=None).launch(
+        server_name=ARGS.host, server_port=ARGS.port, share=ARGS.share, max_file_size=MAX_UPLOAD_BYTES,
+        show_error=True, mcp_server=True, prevent_thread_lock=True)
+    INTEGRATIONS.mount(demo.app)
+    demo.block_thread()

@@ -102,10 +102,16 @@ def generation_tab(handlers: Handlers, weights_note: str, examples: list[list], 
     stop.click(handlers.stop, None, None, queue=False, api_name="stop")
 
 
-def build_demo(handlers: Handlers, weights_note: str, examples: list[list], live_visible: bool) -> gr.Blocks:
+def build_demo(handlers: Handlers, weights_note: str, examples: list[list], live_visible: bool,
+               extra_tabs: dict[str, Callable[[], None]] | None = None) -> gr.Blocks:
+    """The page: the generation tab, then `extra_tabs` (title -> builder called inside its tab)."""
     with gr.Blocks(title="Chatterbox voice cloning") as demo:
         gr.Markdown("# Chatterbox voice cloning\nType text, give a reference voice (upload or record a few "
                     "seconds of speech), and hear it spoken in that voice.")
         gr.Markdown(weights_note, elem_id="weights-note")
-        generation_tab(handlers, weights_note, examples, live_visible)
+        with gr.Tab("Text to speech"):
+            generation_tab(handlers, weights_note, examples, live_visible)
+        for title, build in (extra_tabs or {}).items():
+            with gr.Tab(title):
+                build()
     return demo
