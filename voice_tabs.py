@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, ContextManager, Iterator
 
 import gradio as gr
 import numpy as np
@@ -32,12 +32,13 @@ def _pcm16(wav: np.ndarray) -> np.ndarray:
 class VoiceTools:
     """What the voice tabs need from the app.
 
-    `get_s3gen` returns the loaded (shared) S3Gen or raises with a readable reason;
+    `use_s3gen()` is a context manager yielding the loaded (shared) S3Gen and keeping it loaded
+    for the block (e.g. around the residency pool's `use`), or raising with a readable reason;
     `prepare_voice(clip, exaggeration)` makes TTS conditionals for saving (None: saving off);
     `gpu` wraps the functions that run models (e.g. `spaces.GPU(duration=120)`).
     """
 
-    get_s3gen: Callable[[], object]
+    use_s3gen: Callable[[], ContextManager]
     watermarker: Watermarker
     library: VoiceLibrary
     similarity: object
@@ -90,11 +91,12 @@ class VoiceTools:
     # --- voice conversion -------------------------------------------------------------
 
     def _convert_stream(self, source_path, clip_path, voice_name, seed) -> Iterator[tuple[np.ndarray, str]]:
-        converter = VoiceConverter(self.get_s3gen(), self.watermarker)
         wav16 = load_source(source_path)
-        target, what = self._target(converter, clip_path, voice_name)
-        for piece in converter.stream(wav16, target, seed=int(seed or 0)):
-            yield piece, what
+        with self.use_s3gen() as s3gen:
+            converter = VoiceConverter(s3gen, self.watermarker)
+            target, what = self._target(converter, clip_path, voice_name)
+            for piece in converter.stream(wav16, target, seed=int(seed or 0)):
+                yield piece, what
 
     def convert(self, source_path, clip_path, voice_name, seed):
         """Event: stream (live piece, full audio, notes)."""

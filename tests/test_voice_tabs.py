@@ -2,6 +2,8 @@
 (convert streams, save/rename/delete voices, voice lab plot, watermark check)."""
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -35,7 +37,7 @@ def served(tmp_path_factory):
         prepared.append((clip.seconds_used, exaggeration))
         return make_conds(len(prepared))
 
-    tools = VoiceTools(get_s3gen=lambda: s3gen, watermarker=Watermarker(), library=library,
+    tools = VoiceTools(use_s3gen=lambda: nullcontext(s3gen), watermarker=Watermarker(), library=library,
                        similarity=SpeakerSimilarity(), prepare_voice=prepare, can_stream=False)
     with gr.Blocks() as demo:
         build_voice_tabs(tools, demo)
