@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .campplus import CAMPPlus
-from .flow import Flow
+from .flow import Flow, FlowConfig
 from .hift import HiFTGenerator, apply_fade_in
 from .mel import s3gen_mel
 from .tokenizer import S3_SR, S3Tokenizer
@@ -41,13 +41,18 @@ class ReferenceEmbedding:
 
 
 class S3Gen(nn.Module):
-    """Token-to-waveform decoder with its reference-voice front-end."""
+    """Token-to-waveform decoder with its reference-voice front-end.
 
-    def __init__(self) -> None:
+    `meanflow=True` builds Chatterbox-Turbo's S3Gen (`s3gen_meanflow.safetensors`): the same
+    modules plus the estimator's time-embedding mixer, decoded in 2 steps without guidance.
+    """
+
+    def __init__(self, meanflow: bool = False) -> None:
         super().__init__()
+        self.meanflow = meanflow
         self.tokenizer = S3Tokenizer()
         self.speaker_encoder = CAMPPlus()
-        self.flow = Flow()
+        self.flow = Flow(FlowConfig.turbo() if meanflow else FlowConfig())
         self.mel2wav = HiFTGenerator()
 
     @property
@@ -81,9 +86,11 @@ class S3Gen(nn.Module):
         speech_tokens: torch.Tensor,
         ref: ReferenceEmbedding,
         generator: torch.Generator | None = None,
-        n_timesteps: int = 10,
+        n_timesteps: int | None = None,
     ) -> torch.Tensor:
-        """Speech tokens (N,) -> waveform (960*N,) at 24 kHz, faded in over the first 40 ms."""
+        """Speech tokens (N,) -> waveform (960*N,) at 24 kHz, faded in over the first 40 ms.
+
+        `n_timesteps` flow steps: 10 by default (meanflow: 2)."""
         if speech_tokens.numel() == 0:
             raise ValueError("no speech tokens to decode")
         mel = self.flow.inference(speech_tokens.to(self.device), ref.prompt_token, ref.prompt_feat,
