@@ -93,6 +93,7 @@ class S3Gen(nn.Module):
         `n_timesteps` flow steps: 10 by default (meanflow: 2)."""
         if speech_tokens.numel() == 0:
             raise ValueError("no speech tokens to decode")
+        n_timesteps = self.flow.config.default_timesteps if n_timesteps is None else n_timesteps
         mel = self.flow.inference(speech_tokens.to(self.device), ref.prompt_token, ref.prompt_feat,
                                   ref.embedding, generator=generator, n_timesteps=n_timesteps)
         wav = self.mel2wav.inference(mel, generator=generator)

@@ -48,14 +48,14 @@ class StreamConfig:
     context_frames: int = HIFT_REACH_FRAMES   # re-vocoded left context of every vocoder call
     holdback_frames: int = HIFT_REACH_FRAMES  # right-edge frames whose audio waits for the next call
     max_tokens: int = 1000         # noise is drawn once for this many tokens (T3's limit)
-    n_timesteps: int = 10          # flow Euler steps
+    n_timesteps: int | None = None  # flow Euler steps; None: the flow's own (10; meanflow 2)
 
     def __post_init__(self):
         if self.first_block < 1 or not 1 <= self.block <= self.max_block:
             raise ValueError("need first_block >= 1 and 1 <= block <= max_block")
         if self.context_frames < 0 or self.holdback_frames < 0:
             raise ValueError("context_frames and holdback_frames must be >= 0")
-        if self.max_tokens < 1 or self.n_timesteps < 1:
+        if self.max_tokens < 1 or (self.n_timesteps is not None and self.n_timesteps < 1):
             raise ValueError("max_tokens and n_timesteps must be >= 1")
 
 
@@ -259,7 +259,7 @@ def stream_s3gen(s3gen: S3Gen, tokens: Iterable[int], ref: ReferenceEmbedding,
 
 @torch.inference_mode()
 def decode_whole(s3gen: S3Gen, tokens: Tensor, ref: ReferenceEmbedding, noise: UtteranceNoise,
-                 n_timesteps: int = 10) -> Tensor:
+                 n_timesteps: int | None = None) -> Tensor:
     """Non-streamed decode of already-filtered `tokens` with the given noise: what a stream approximates."""
     ref = ref.to(s3gen.flow.device)
     n_frames = s3gen.flow.config.encoder.upsample * (ref.prompt_token.numel() + tokens.numel())
