@@ -79,3 +79,14 @@ def load_turbo_tokenizer(ckpt_dir: str | Path):
     from .turbo_text import TurboTextTokenizer
 
     return TurboTextTokenizer.from_dir(ckpt_dir)
+
+
+def fetch_turbo_checkpoint(repo_id: str = TURBO_REPO_ID) -> Path:
+    """Download (or read from the Hub cache) the Turbo file set; returns the snapshot folder.
+
+    Raises loading.WeightsUnavailable with a user-facing reason when offline, gated, etc.
+    """
+    from .loading import hub_download
+
+    paths = [hub_download(repo_id, name) for name in TURBO_FILES]
+    return paths[0].parent

@@ -110,6 +110,12 @@ class ChatterboxTurbo:
         builtin = Conditionals.from_file(conds, device) if conds.is_file() else None
         return cls(t3, s3gen, ve, tokenizer, builtin, label or f"local Turbo checkpoint {ckpt_dir}")
 
+    @classmethod
+    def from_pretrained(cls, device: str | torch.device | None = None) -> "ChatterboxTurbo":
+        """`ResembleAI/chatterbox-turbo` from the Hub (or its cache), then `from_local`."""
+        folder = loading_turbo.fetch_turbo_checkpoint()
+        return cls.from_local(folder, device=device, label=f"{loading_turbo.TURBO_REPO_ID} from the Hugging Face Hub")
+
     @property
     def device(self) -> torch.device:
         return self.t3.device
