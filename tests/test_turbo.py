@@ -410,3 +410,24 @@ def test_parity_tool_recognises_the_family_and_refuses_a_mismatch(tmp_path, pari
     report = Report()
     replay_file(turbo_golden / "e_t3_cond.npz", SimpleNamespace(family="english", checkpoint=tmp_path), report)
     assert report.failed == 1 and "turbo golden needs a turbo checkpoint" in report.lines[0]
+
+
+@pytest.mark.slow
+def test_turbo_pipeline_speaks_the_reference_tokens(parity_dir, fake_turbo_ckpt):
+    """ChatterboxTurbo end to end on the fake checkpoint: seeded like the reference's global
+    RNG, it draws the tokens of the reference `generate()` (golden j) and makes 960 samples
+    per token (kept ones + 3 silence)."""
+    from models.tts_turbo import ChatterboxTurbo
+
+    golden = np.load(parity_dir / "turbo" / "golden" / "j_e2e_generate.npz")
+    tts = ChatterboxTurbo.from_local(fake_turbo_ckpt, device="cpu")
+    assert tts.tags == TAGS and tts.builtin is not None
+    conds = tts.prepare_conditionals((24_000, golden["ref_wav_24k"]))
+    assert conds.t3.cond_prompt_speech_tokens.shape == (1, 375)
+    out = tts.generate(str(golden["text"]), conds, seed=int(golden["torch_seed"]), watermark=False)
+    assert out.normalized_text == str(golden["normalized_text"])
+    assert list(out.t3_tokens) == golden["t3_tokens"].tolist()
+    assert len(out.wav) == len(golden["wav_before_watermark"]) and not out.hit_token_limit
+    assert np.all(np.isfinite(out.wav)) and 0 < np.abs(out.wav).max() <= 0.99
+    with pytest.raises(ValueError, match="empty"):
+        tts.generate("   ", conds)
