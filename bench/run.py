@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -45,7 +45,6 @@ TORCH_THREADS = 2           # both sides: the Space's CPU tier and the reference
 # On an idle machine waking them costs both sides 15-20% (`--omp-wait-policy inherit`).
 OMP_WAIT_POLICY = "PASSIVE"
 FIRST_BLOCK_TOKENS = 20     # streamed tokens before the first S3Gen run (StreamConfig's default)
-SPEECH_CODES = 6561         # S3 codebook size: the ids S3Gen reads
 TOKEN_STRIDE = 2749         # spreads the fixed S3Gen input over the codebook (prime, so no short cycle)
 # Timed parts run this often and report their fastest run (both sides): on a shared machine
 # a slower run measures the other jobs, and the first run of a part also pays for warm-up.
@@ -75,8 +74,16 @@ class Workload:
     e2e_tokens: int = 40
     repeats: int = REPEATS
 
+    def params(self):
+        """The generation controls of every timed run of ours (the rest at their defaults)."""
+        from models.params import GenerationParams
+
+        return GenerationParams(exaggeration=self.exaggeration, cfg_weight=self.cfg_weight, seed=self.seed)
+
     def s3gen_token_ids(self) -> list[int]:
-        return [(i * TOKEN_STRIDE) % SPEECH_CODES for i in range(self.s3gen_tokens)]
+        from models.constants import SPEECH_CODEBOOK_SIZE  # the ids S3Gen reads
+
+        return [(i * TOKEN_STRIDE) % SPEECH_CODEBOOK_SIZE for i in range(self.s3gen_tokens)]
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "s3gen_token_ids": self.s3gen_token_ids()})
@@ -91,18 +98,16 @@ SMOKE = dict(t3_tokens=3, s3gen_tokens=4, e2e_tokens=3, repeats=1)
 class Mode:
     """One way of running our pipeline: which fast mode is applied after loading.
 
-    `fast_mode` names a `models.fast_modes` mode (None: the default pipeline); applying
-    it counts as model load time. `changes` says which outputs the mode can change, so
-    only those deviations are measured. `stream` overrides `StreamConfig` fields in the
-    first-audio run, for modes whose change must reach the streaming decoder too.
-    `cuda_only` modes are skipped on other devices, with the reason in the JSON.
+    `fast_mode` names `models.fast_modes` modes (None: the default pipeline), built in at
+    load (`LoadOptions.from_modes`), which counts as model load time. `changes` says which
+    outputs the mode can change, so only those deviations are measured. `cuda_only` modes
+    are skipped on other devices, with the reason in the JSON.
     """
 
     name: str
     about: str
     fast_mode: str | None = None
     changes: tuple[str, ...] = ()
-    stream: dict = field(default_factory=dict)
     cuda_only: bool = False
 
 
@@ -110,11 +115,10 @@ BASELINE = Mode("baseline", "ChatterboxTTS.from_local, float32; first audio stre
 
 
 def _modes() -> dict[str, Mode]:
-    from models.fast_modes import FAST_MODES, FEWER_FLOW_STEPS
+    from models.fast_modes import FAST_MODES
 
     changes = {"fewer_flow_steps": ("s3gen",), "compile": ("t3", "s3gen")}
-    stream = {"fewer_flow_steps": {"n_timesteps": FEWER_FLOW_STEPS}}
-    return {name: Mode(name, fast.about, name, changes.get(name, ("t3",)), stream.get(name, {}),
+    return {name: Mode(name, fast.about, name, changes.get(name, ("t3",)),
                        cuda_only=name in ("fp16", "compile", "cuda_graph"))
             for name, fast in FAST_MODES.items()}
 
@@ -130,8 +134,7 @@ def mode_named(name: str) -> Mode:
         return MODES[name]
     parts = [MODES[part] for part in name.split("+")]
     changes = tuple(dict.fromkeys(c for part in parts for c in part.changes))
-    stream = {k: v for part in parts for k, v in part.stream.items()}
-    return Mode(name, "; ".join(part.about for part in parts), name, changes, stream,
+    return Mode(name, "; ".join(part.about for part in parts), name, changes,
                 cuda_only=any(part.cuda_only for part in parts))
 
 
@@ -196,14 +199,15 @@ def first_block_tokens(w: Workload) -> int:
     return min(FIRST_BLOCK_TOKENS, w.e2e_tokens)
 
 
-def streamed_first_audio(tts, w: Workload, conds, stream: dict, sync: Callable[[], None]) -> float:
-    """Seconds from calling `tts.stream(..., token_blocks=...)` to its first event with audio."""
+def streamed_first_audio(tts, w: Workload, conds, sync: Callable[[], None]) -> float:
+    """Seconds from calling `tts.stream(..., live=...)` to its first event with audio (the
+    flow's steps are those the pipeline was built with, as for whole decoding)."""
     from models.s3gen.streaming import StreamConfig
+    from models.tts import LivePlayback
 
-    config = StreamConfig(first_block=first_block_tokens(w), **stream)
+    live = LivePlayback(blocks=StreamConfig(first_block=first_block_tokens(w)), chunks=1)
     start = time.perf_counter()
-    events = tts.stream(w.text, conds, exaggeration=w.exaggeration, cfg_weight=w.cfg_weight, seed=w.seed,
-                        max_new_tokens=w.e2e_tokens, token_blocks=config)
+    events = tts.stream(w.text, conds, w.params(), max_new_tokens=w.e2e_tokens, live=live)
     try:
         for event in events:
             if len(event.audio):
@@ -244,7 +248,7 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None,
     modes; `compare_to` reads them back and adds the mode's `deviation`."""
     import torch
 
-    from models.fast_modes import ModeError, apply_mode
+    from models.fast_modes import LoadOptions, ModeError
     from models.sampling import SamplingParams
     from models.tts import SAMPLE_RATE, ChatterboxTTS
 
@@ -259,13 +263,11 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None,
         return out
 
     start = time.perf_counter()
-    tts = ChatterboxTTS.from_local(ckpt, device)
-    if mode.fast_mode:
-        try:
-            apply_mode(tts, mode.fast_mode)
-        except ModeError as exc:
-            out["skipped"] = str(exc)
-            return out
+    try:
+        tts = ChatterboxTTS.from_local(ckpt, device, options=LoadOptions.from_modes(mode.fast_mode))
+    except ModeError as exc:
+        out["skipped"] = str(exc)
+        return out
     sync()
     out["load_s"] = time.perf_counter() - start
 
@@ -275,7 +277,8 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None,
     out["conditioning_s"] = time.perf_counter() - start
 
     # T3: timestamps of a streamed generation split prefill (to the first token) from decoding.
-    text_tokens = tts.t3.frame_text(tts.tokenizer.tokenize(w.text).ids)
+    model = tts.model()  # the default (English) model's components
+    text_tokens = model.t3.frame_text(model.text.tokenize(w.text).ids)
     params = SamplingParams(cfg_weight=w.cfg_weight, max_new_tokens=w.t3_tokens)
     prefills, rates, logits = [], [], []
     for run in range(w.repeats):
@@ -283,7 +286,7 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None,
         stamps, tokens = [], []
         keep = (lambda step, l: logits.append(l.clone())) if save_outputs and run == 0 else None  # noqa: E731
         start = time.perf_counter()
-        for token in tts.t3.stream_tokens(conds.t3, text_tokens, params, generator, on_logits=keep):
+        for token in model.t3.stream_tokens(conds.t3, text_tokens, params, generator, on_logits=keep):
             stamps.append(time.perf_counter())  # int(token) inside the loop already synchronised
             tokens.append(token)
         prefills.append(stamps[0] - start)
@@ -300,9 +303,9 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None,
     for _ in range(w.repeats):
         generator = torch.Generator(device=device).manual_seed(w.seed)
         vocoder: list[float] = []
-        with timing_calls(tts.s3gen.mel2wav, "inference", vocoder, sync, first_args=mels):
+        with timing_calls(model.s3gen.mel2wav, "inference", vocoder, sync, first_args=mels):
             start = time.perf_counter()
-            wav = tts.s3gen.inference(speech, conds.gen, generator=generator)
+            wav = model.s3gen.inference(speech, conds.gen, generator=generator)
             sync()
             s3gen_runs.append(time.perf_counter() - start)
         vocoder_runs.append(sum(vocoder))
@@ -314,14 +317,13 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None,
     e2e_runs = []
     for _ in range(w.repeats):
         start = time.perf_counter()
-        result = tts.synthesize(w.text, conds, exaggeration=w.exaggeration, cfg_weight=w.cfg_weight,
-                                seed=w.seed, max_new_tokens=w.e2e_tokens, watermark=True)
+        result = tts.synthesize(w.text, conds, w.params(), max_new_tokens=w.e2e_tokens, watermark=True)
         sync()
         e2e_runs.append(time.perf_counter() - start)
     out.update(e2e_s=min(e2e_runs), e2e_audio_s=result.seconds, e2e_tokens=result.n_speech_tokens,
                e2e_rtf=min(e2e_runs) / result.seconds, watermarked=result.watermarked)
 
-    out["first_audio_s"] = min(streamed_first_audio(tts, w, conds, mode.stream, sync) for _ in range(w.repeats))
+    out["first_audio_s"] = min(streamed_first_audio(tts, w, conds, sync) for _ in range(w.repeats))
     out["first_audio_kind"] = "streaming"
     out["first_block_tokens"] = first_block_tokens(w)
 
@@ -338,7 +340,7 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None,
         if "t3" in mode.changes:
             forced = []
             with forcing_tokens(default["t3_tokens"]):
-                for _ in tts.t3.stream_tokens(conds.t3, text_tokens, params,
+                for _ in model.t3.stream_tokens(conds.t3, text_tokens, params,
                                               on_logits=lambda step, l: forced.append(l.float().cpu())):
                     pass
             forced = torch.cat(forced)

@@ -1,4 +1,4 @@
-"""Long text -> chunks that one T3 generation can speak, and chunk audio -> one waveform.
+"""Long text -> chunks that one T3 generation can speak, and the seeds of the chunks.
 
 One generation stops after 1000 speech tokens (40 s), which holds about 300 characters of
 read text. Longer text is cut at sentence boundaries (English and German rules below) and
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import operator
-from typing import Sequence
 
 import numpy as np
 
-DEFAULT_MAX_CHARS = 300  # what one generation reliably speaks within its 1000 tokens
-LANGUAGES = ("en", "de")
-MAX_SEED = 2**63 - 1  # the largest seed torch.Generator.manual_seed accepts
+from .constants import CHUNK_CHARS as DEFAULT_MAX_CHARS
+from .constants import MAX_GENERATOR_SEED
+
+LANGUAGES = ("en", "de")  # languages whose sentence rules are written below
 # An over-long sentence is cut at its last clause mark (",", ";", ":", a dash) only if the
 # piece before it keeps at least this share of max_chars; shorter pieces make poor
 # generations, so the cut falls back to the last space instead.
@@ -197,67 +197,16 @@ def split_text(text: str, max_chars: int = DEFAULT_MAX_CHARS, language: str = "e
 # --- audio -------------------------------------------------------------------------
 
 
-def _junction(sample_rate: int, pause_s: float, crossfade_s: float) -> tuple[int, int]:
-    """(pause, crossfade) in samples between two parts."""
-    if sample_rate <= 0:
-        raise ValueError(f"sample_rate must be > 0, got {sample_rate}")
-    if pause_s < 0 or crossfade_s < 0:
-        raise ValueError(f"pause_s and crossfade_s must be >= 0, got {pause_s} and {crossfade_s}")
-    if pause_s > 0 and crossfade_s > 0:
-        raise ValueError("join with a pause or with a crossfade, not both: set pause_s=0 to crossfade")
-    return round(pause_s * sample_rate), round(crossfade_s * sample_rate)
-
-
-def _overlap(len_before: int, len_after: int, crossfade: int) -> int:
-    # At most half of either part, so that no sample lies in two fades.
-    return min(crossfade, len_before // 2, len_after // 2)
-
-
-def stitched_length(lengths: Sequence[int], sample_rate: int, pause_s: float = 0.1, crossfade_s: float = 0.0) -> int:
-    """Samples in `join_audio` of parts with these lengths: the sum, plus pauses, minus overlaps."""
-    pause, crossfade = _junction(sample_rate, pause_s, crossfade_s)
-    if not lengths:
-        return 0
-    overlaps = sum(_overlap(a, b, crossfade) for a, b in zip(lengths[:-1], lengths[1:]))
-    return sum(lengths) + pause * (len(lengths) - 1) - overlaps
-
-
-def join_audio(parts: Sequence[np.ndarray], sample_rate: int, pause_s: float = 0.1,
-               crossfade_s: float = 0.0) -> np.ndarray:
-    """Chunk waveforms (1-D) -> one waveform, with `pause_s` of silence or a linear crossfade
-    of `crossfade_s` (overlapping the parts) at each join. The two are exclusive."""
-    parts = [np.asarray(p) for p in parts]
-    if any(p.ndim != 1 for p in parts):
-        raise ValueError(f"parts must be 1-D, got shapes {[p.shape for p in parts]}")
-    lengths = [len(p) for p in parts]
-    out_len = stitched_length(lengths, sample_rate, pause_s, crossfade_s)
-    pause, crossfade = _junction(sample_rate, pause_s, crossfade_s)
-    out = np.zeros(out_len, dtype=np.result_type(np.float32, *parts))
-    pos = 0
-    for k, part in enumerate(parts):
-        part = part.astype(out.dtype)
-        if k > 0:
-            overlap = _overlap(lengths[k - 1], lengths[k], crossfade)
-            pos -= overlap
-            # Fades sum to one: a signal continuing across the join passes through unchanged.
-            fade_in = np.arange(1, overlap + 1, dtype=out.dtype) / (overlap + 1)
-            out[pos:pos + overlap] *= 1 - fade_in
-            part[:overlap] *= fade_in
-        out[pos:pos + len(part)] += part
-        pos += len(part) + pause
-    return out
-
-
 def chunk_seed(seed: int, index: int) -> int:
-    """The seed of chunk `index` of a request seeded with `seed`, in [0, MAX_SEED].
+    """The seed of chunk `index` of a request seeded with `seed`, in [0, MAX_GENERATOR_SEED].
 
     Chunk 0 keeps the request seed, so text that fits one chunk sounds as it would without
     chunking; later chunks get a hash of (seed, index), so each has its own generator
     while the whole request is reproducible from one seed.
     """
     seed, index = operator.index(seed), operator.index(index)
-    if not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be in [0, {MAX_SEED}], got {seed}")
+    if not 0 <= seed <= MAX_GENERATOR_SEED:
+        raise ValueError(f"seed must be in [0, {MAX_GENERATOR_SEED}], got {seed}")
     if index < 0:
         raise ValueError(f"index must be >= 0, got {index}")
     if index == 0:

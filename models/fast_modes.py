@@ -1,29 +1,22 @@
-"""Opt-in speed modes: each changes a loaded pipeline in place, trading exactness or generality for speed.
+"""Speed options of a build: `LoadOptions`, applied once when a model's components are built.
 
-The default path is the reference's arithmetic (float32 T3, 10 flow steps). A mode is
-applied once after loading, with the device and dtype chosen there:
+The default is the reference's arithmetic (float32 T3, each model's own flow steps). A
+speed mode trades exactness or generality for speed; it is chosen at load and never
+applied to a live model:
 
-    tts = ChatterboxTTS.from_local(ckpt, device)
-    apply_mode(tts, "int8")
+    tts = ChatterboxTTS.from_local(ckpt, device, options=LoadOptions.from_modes("int8"))
 
-`apply_mode` takes a `ChatterboxTTS` or the one part a mode changes (a `T3`, or an
-`S3Gen` for `fewer_flow_steps`). A mode that does not fit the device or an earlier mode
-raises `ModeError` before changing anything. T3 modes apply to the T3 loaded now: a
-pipeline that loads another T3 (model switch) must apply them again.
-
-Measured with bench/run.py on 2 CPU cores (fake checkpoint, one run, best of 2, OMP_WAIT_POLICY=PASSIVE):
-T3 decodes 13.2 tokens/s in int8, 5.6 in bf16 (whose prefill is 5x slower), 5.3 by
-default (float32, oneDNN-packed at load) and 2.05 in the reference; teacher-forced along
-the default's tokens, int8's CFG logits are 3.9% from the default's (same argmax at 88% of
-steps), bf16's 2.7% (95%). Five flow steps make S3Gen 2.0x faster at a log-mel L1 of 0.09.
-A later run (less load): int8 18.2, default 5.8, reference 2.38 tokens/s.
-The GPU modes (fp16, compile, cuda_graph) have not been timed yet: no GPU was at hand.
+`LoadOptions.check` refuses, before anything is built, an option that does not fit the
+device (`ModeError`). T3 options are applied by `build_t3` to a freshly loaded T3; the
+flow's steps are an S3Gen constructor argument that block streaming and whole decoding
+both read; `compile` also compiles the flow estimator (`build_s3gen`). Measured figures
+are in bench/README.md.
 """
 from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Callable, List, Sequence
 
 import torch
@@ -34,43 +27,77 @@ from .packed_linear import unpack_linears
 from .s3gen.s3gen import S3Gen
 from .t3 import T3, KVCache
 
-FEWER_FLOW_STEPS = 5  # Euler steps of the S3Gen flow matching (the reference takes 10)
+FEWER_FLOW_STEPS = 5  # Euler steps of the S3Gen flow matching in `fewer_flow_steps` (the reference takes 10)
+T3_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class ModeError(ValueError):
-    """A fast mode that is unknown or cannot run on this model/device."""
+    """A speed mode that is unknown or cannot run on this device or with the other options."""
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a model is built. The defaults keep the reference's arithmetic."""
+
+    t3_dtype: str = "float32"      # "float32" | "bfloat16" | "float16" (CUDA only)
+    quantize: str | None = None    # "int8": T3's decoding linear layers in int8 (CPU, float32 T3)
+    flow_steps: int | None = None  # S3Gen Euler steps; None: each model's own (models/registry.py)
+    compile: bool = False          # torch.compile of the T3 step and the flow estimator (CUDA)
+    cuda_graph: bool = False       # T3 decoding steps replayed as one CUDA graph (CUDA)
+
+    def __post_init__(self):
+        if self.t3_dtype not in T3_DTYPES:
+            raise ModeError(f"t3_dtype must be one of {', '.join(T3_DTYPES)}, got {self.t3_dtype!r}")
+        if self.quantize not in (None, "int8"):
+            raise ModeError(f"quantize must be None or 'int8', got {self.quantize!r}")
+        if self.quantize and self.t3_dtype != "float32":
+            raise ModeError(f"int8 quantizes float32 weights; t3_dtype is {self.t3_dtype}")
+        if self.flow_steps is not None and self.flow_steps < 1:
+            raise ModeError(f"flow_steps must be >= 1, got {self.flow_steps}")
+
+    @property
+    def plain_t3(self) -> bool:
+        """No T3 option: T3 stays as loaded (float32, packed for oneDNN on CPU)."""
+        return (self.t3_dtype, self.quantize, self.compile, self.cuda_graph) == ("float32", None, False, False)
+
+    @classmethod
+    def from_modes(cls, modes: str | None) -> "LoadOptions":
+        """Options of named modes joined by "+" ("fp16+cuda_graph"); None or "" is the default."""
+        options = cls()
+        for name in (modes.split("+") if modes else []):
+            if name not in FAST_MODES:
+                raise ModeError(f"unknown fast mode {name!r}; known: {', '.join(FAST_MODES)}")
+            options = replace(options, **FAST_MODES[name].options)
+        return options
+
+    def check(self, device: torch.device | str) -> None:
+        """ModeError when an option cannot run on `device`."""
+        kind = torch.device(device).type
+        if self.quantize == "int8":
+            if kind != "cpu":
+                raise ModeError(f"int8 runs on CPU only; the model is on {kind} (use bf16 or fp16 on a GPU)")
+            if torch.backends.quantized.engine not in ("x86", "fbgemm"):
+                raise ModeError(f"int8 needs the fbgemm kernels; torch.backends.quantized.engine is "
+                                f"{torch.backends.quantized.engine!r} (set it to 'x86')")
+        gpu_only = [name for name, on in (("fp16", self.t3_dtype == "float16"), ("compile", self.compile),
+                                          ("cuda_graph", self.cuda_graph)) if on]
+        if gpu_only and kind != "cuda":
+            raise ModeError(f"{', '.join(gpu_only)} needs a CUDA GPU; the model is on {kind} "
+                            "(CPUs have no fast float16 kernels; on CPU use int8 or bf16)")
+
+    def describe(self) -> str:
+        changed = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)
+                   if getattr(self, f.name) != f.default]
+        return ", ".join(changed) or "default"
 
 
 @dataclass(frozen=True)
 class FastMode:
-    """One opt-in mode: `apply(target)` changes a pipeline, T3 or S3Gen in place."""
+    """One named speed mode: the LoadOptions fields it sets."""
 
     name: str
     about: str
-    apply: Callable[[object], None]
-
-
-def _part(target, cls: type, attr: str):
-    if isinstance(target, cls):
-        return target
-    part = getattr(target, attr, None)
-    if isinstance(part, cls):
-        return part
-    raise ModeError(f"this mode changes a {cls.__name__}; got {type(target).__name__}")
-
-
-def _refuse_replaced_step(t3: T3) -> None:
-    if "forward_cached" in vars(t3):  # an instance attribute: int8, compile or cuda_graph set it
-        raise ModeError("T3's decoding step is already replaced by another mode; load it again")
-
-
-def _float_t3(target) -> T3:
-    """The target's T3, refusing one whose linear layers are already quantized."""
-    t3 = _part(target, T3, "t3")
-    unpack_linears(t3)  # the float32 CPU layout of loading; modes start from plain layers
-    if not all(isinstance(m, nn.Linear) for m in (t3.speech_head, t3.tfmr.layers[0].mlp.down_proj)):
-        raise ModeError("T3 is already quantized; load it again to change its dtype")
-    return t3
+    options: dict
 
 
 # --- int8 -------------------------------------------------------------------------------
@@ -144,8 +171,8 @@ def _int8_layers(x: torch.Tensor, qkv: List[torch.classes.quantized.LinearPacked
 @functools.cache
 def _compiled() -> tuple[Callable, Callable]:
     """`_int8_rows` and `_int8_layers` in TorchScript, compiled on first use: at 2 rows the
-    decoding step is ~8000 small kernel calls, and TorchScript's interpreter makes them
-    ~1.5x faster than Python does (measured on the fake checkpoint, 2 cores)."""
+    decoding step is ~8000 small kernel calls, which TorchScript's interpreter runs faster
+    than Python does (bench/README.md)."""
     return torch.jit.script(_int8_rows), torch.jit.script(_int8_layers)
 
 
@@ -156,7 +183,7 @@ class Int8Linear(nn.Module):
     optional float bias. Each call quantizes the activations with one scale to 7-bit codes
     and stacks the codes' rounding residual, scaled up, as extra rows of the same product
     (`_int8_rows`): the activations keep ~13 bits, and the error is that of the int8
-    weights alone (fake checkpoint: logits 3.9% from float32; one 7-bit pass, 15%).
+    weights alone (bench/README.md has the figures).
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
@@ -240,21 +267,13 @@ class _Int8Step:
         return self.norm(x)
 
 
-def int8(target) -> None:
+def _int8(t3: T3) -> None:
     """T3's backbone linear layers (q/k/v fused, o, gate/up fused, down) and speech head in int8.
 
-    CPU only (fbgemm kernels), float32 T3 only. Decoding then runs `_Int8Step`;
-    the conditioning encoder and embeddings stay float32 (they run once per generation).
-    The original layer names stay callable (`_OutputSlice`), so `T3.forward` still works.
+    Decoding then runs `_Int8Step`; the conditioning encoder and embeddings stay float32
+    (they run once per generation). The original layer names stay callable
+    (`_OutputSlice`), so the uncached `T3.forward` still works.
     """
-    t3 = _float_t3(target)
-    if t3.device.type != "cpu":
-        raise ModeError(f"int8 runs on CPU only; T3 is on {t3.device} (use bf16 or fp16 on a GPU)")
-    if t3.dtype != torch.float32:
-        raise ModeError(f"int8 quantizes float32 weights; T3 is {t3.dtype}")
-    if torch.backends.quantized.engine not in ("x86", "fbgemm"):
-        raise ModeError(f"int8 needs the fbgemm kernels; torch.backends.quantized.engine is "
-                        f"{torch.backends.quantized.engine!r} (set it to 'x86')")
     try:
         _compiled()
     except RuntimeError as exc:  # a torch build whose TorchScript cannot compile the step
@@ -267,71 +286,35 @@ def int8(target) -> None:
             attn.o_proj = Int8Linear.fuse([attn.o_proj])
             mlp.down_proj = Int8Linear.fuse([mlp.down_proj])
         t3.speech_head = Int8Linear.fuse([t3.speech_head])
-    t3.forward_cached = _Int8Step(t3)
+    t3.fast_step = _Int8Step(t3)
 
 
-def bf16(target) -> None:
-    """All of T3 in bfloat16 (meant for GPUs; on an AVX2 CPU it decodes faster, prefills slower)."""
-    _float_t3(target).to(torch.bfloat16)
+class _CompiledStep:
+    """torch.compile of the T3 decoding step (hundreds of calls of one shape; the cache length
+    is symbolic). The prefill runs once per text, with a new length each time: eager."""
 
+    def __init__(self, t3: T3, backend: str):
+        self.eager = t3.layers_cached
+        self.step = torch.compile(self.eager, dynamic=True, backend=backend)
 
-def fp16(target) -> None:
-    """All of T3 in float16, on CUDA only."""
-    t3 = _float_t3(target)
-    if t3.device.type != "cuda":
-        raise ModeError(f"fp16 needs a CUDA GPU; T3 is on {t3.device}: CPUs have no fast float16 kernels "
-                        "(use int8 or bf16 there)")
-    t3.to(torch.float16)
-
-
-def fewer_flow_steps(target) -> None:
-    """S3Gen decodes with FEWER_FLOW_STEPS Euler steps instead of 10 (every caller of `inference`)."""
-    s3gen = _part(target, S3Gen, "s3gen")
-    s3gen.inference = functools.partial(type(s3gen).inference, s3gen, n_timesteps=FEWER_FLOW_STEPS)
-
-
-def compile_(target, backend: str = "inductor") -> None:
-    """torch.compile of the T3 step (`forward_cached`) and, for a pipeline, the flow estimator.
-
-    CUDA only: on CPU, inductor needs minutes of compilation on 2 cores, and the decoding
-    step is bound by reading the weights, which compilation does not change. After
-    `cuda_graph` ("fp16+cuda_graph+compile") it compiles the flow estimator only: the
-    graph already launches the T3 step at once. `backend` other than inductor is for tests.
-    """
-    t3 = target if isinstance(target, T3) else getattr(target, "t3", None)
-    s3gen = target if isinstance(target, S3Gen) else getattr(target, "s3gen", None)
-    parts = [part for part in (t3, s3gen) if part is not None]
-    if not parts:
-        raise ModeError(f"compile changes a pipeline, T3 or S3Gen; got {type(target).__name__}")
-    devices = {part.device.type for part in parts}
-    if backend == "inductor" and devices != {"cuda"}:
-        raise ModeError(f"compile targets CUDA GPUs; the model is on {', '.join(sorted(devices))} (on CPU use int8)")
-    if t3 is not None and isinstance(t3.forward_cached, _GraphStep):
-        t3 = None
-    if t3 is not None:
-        _refuse_replaced_step(t3)
-        # Only the decoding steps: hundreds of calls of one shape (the cache length is
-        # symbolic). The prefill runs once per text, with a new length each time.
-        eager = t3.forward_cached
-        step = torch.compile(eager, dynamic=True, backend=backend)
-        t3.forward_cached = lambda x, cache: step(x, cache) if x.shape[1] == 1 else eager(x, cache)
-    if s3gen is not None:
-        estimator = s3gen.flow.decoder.estimator
-        estimator.forward = torch.compile(estimator.forward, dynamic=True, backend=backend)
+    def __call__(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        return self.step(x, cache) if x.shape[1] == 1 else self.eager(x, cache)
 
 
 class _GraphStep:
-    """`T3.forward_cached` whose decoding steps replay a CUDA graph: one launch per step
+    """The T3 step whose decoding steps replay a CUDA graph: one launch per step
     instead of ~500 kernel launches, which on a fast GPU take longer than the kernels.
 
     A graph binds the memory it was captured on, so it is captured for each generation's
     KV cache at the first decoding step (a few ms: the kernels are recorded, not run) and
     replayed with the step's input and position copied into its input tensors. The prefill
-    (T > 1) and calls for an older cache run eagerly.
+    (T > 1) and calls for an older cache run eagerly. Same arithmetic as the eager step,
+    except that attention runs over the whole cache capacity with the unused slots masked
+    (another kernel's summation order).
     """
 
     def __init__(self, t3: T3):
-        self.eager = t3.forward_cached
+        self.eager = t3.layers_cached
         self.cache: KVCache | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
         self.warm = False
@@ -372,44 +355,45 @@ class _GraphStep:
         self.graph, self.cache = graph, cache
 
 
-def cuda_graph(target) -> None:
-    """T3's decoding step replayed as one CUDA graph per generation (after fp16 or alone).
+def build_t3(t3: T3, options: LoadOptions, backend: str = "inductor") -> T3:
+    """Apply the T3 options to a T3 just loaded (nothing has run on it): dtype, then int8,
+    then the decoding step (CUDA graph, else compile). `backend` other than inductor is
+    for tests; only inductor is refused off CUDA."""
+    if backend == "inductor":
+        options.check(t3.device)
+    if t3.fast_step is not None:
+        raise ModeError("T3 already has a built decoding step; build a new one")
+    unpack_linears(t3)  # the float32 CPU layout of loading; options start from plain layers
+    t3.to(T3_DTYPES[options.t3_dtype])
+    if options.quantize == "int8":
+        _int8(t3)
+    if options.cuda_graph:
+        t3.fast_step = _GraphStep(t3)
+    elif options.compile:
+        t3.fast_step = _CompiledStep(t3, backend)
+    return t3
 
-    CUDA only. Same arithmetic as the eager step, except that attention runs over the whole
-    cache capacity with the unused slots masked (another kernel's summation order).
-    """
-    t3 = _part(target, T3, "t3")
-    if t3.device.type != "cuda":
-        raise ModeError(f"cuda_graph needs a CUDA GPU; T3 is on {t3.device}")
-    _refuse_replaced_step(t3)
-    t3.forward_cached = _GraphStep(t3)
+
+def build_s3gen(s3gen: S3Gen, options: LoadOptions, backend: str = "inductor") -> S3Gen:
+    """Apply the S3Gen options to an S3Gen just loaded: `compile` compiles the flow estimator."""
+    if options.compile:
+        if backend == "inductor":
+            options.check(s3gen.device)
+        estimator = s3gen.flow.decoder.estimator
+        estimator.forward = torch.compile(estimator.forward, dynamic=True, backend=backend)
+    return s3gen
 
 
 FAST_MODES: dict[str, FastMode] = {
     mode.name: mode
     for mode in (
-        FastMode("int8", "T3 linear layers with int8 weights, fused (CPU)", int8),
-        FastMode("bf16", "T3 in bfloat16 (GPU; runs on CPU)", bf16),
-        FastMode("fp16", "T3 in float16 (CUDA only)", fp16),
+        FastMode("int8", "T3 linear layers with int8 weights, fused (CPU)", {"quantize": "int8"}),
+        FastMode("bf16", "T3 in bfloat16 (GPU; runs on CPU)", {"t3_dtype": "bfloat16"}),
+        FastMode("fp16", "T3 in float16 (CUDA only)", {"t3_dtype": "float16"}),
         FastMode("fewer_flow_steps", f"S3Gen flow matching with {FEWER_FLOW_STEPS} Euler steps instead of 10",
-                 fewer_flow_steps),
-        FastMode("compile", "torch.compile of the T3 step and the flow estimator (CUDA only)", compile_),
+                 {"flow_steps": FEWER_FLOW_STEPS}),
+        FastMode("compile", "torch.compile of the T3 step and the flow estimator (CUDA only)", {"compile": True}),
         FastMode("cuda_graph", "T3 decoding steps replayed as a CUDA graph (CUDA only; combines with fp16)",
-                 cuda_graph),
+                 {"cuda_graph": True}),
     )
 }
-
-
-def apply_mode(target, name: str):
-    """Apply the fast mode `name` to `target` (pipeline, T3 or S3Gen) in place and return it.
-
-    Names joined by "+" apply in that order ("fp16+cuda_graph"); if a later one raises
-    `ModeError`, the earlier ones stay applied.
-    """
-    names = name.split("+")
-    unknown = [n for n in names if n not in FAST_MODES]
-    if unknown:
-        raise ModeError(f"unknown fast mode {unknown[0]!r}; known: {', '.join(FAST_MODES)}")
-    for n in names:
-        FAST_MODES[n].apply(target)
-    return target

@@ -11,12 +11,11 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 
-S3_TOKEN_RATE = 25  # speech tokens per second of audio
-MAX_NEW_TOKENS = 1000  # the reference's per-generation limit: 40 s
+from .constants import MAX_NEW_TOKENS, S3_TOKEN_RATE
+
 # Read speech runs at about 14-15 characters per second (~150 words/min); 6 is well under half
 # of that, slower than Chatterbox speaks even at low CFG ("pace") and high exaggeration.
 SLOWEST_CHARS_PER_S = 6.0
@@ -116,26 +115,6 @@ class RunawayGuard:
         if self.loop is not None:
             return self.loop.keep
         return self._steps - max(self._runs)
-
-
-def take_until_loop(tokens: Iterable[int], config: GuardConfig | None = None) -> tuple[list[int], Loop | None]:
-    """Consume a token stream until it ends or loops; a looping stream is closed and cut to `keep`.
-
-    Feed it `T3.stream_tokens(...)`: closing the generator stops decoding at the step the
-    loop is found. A cut stream has no stop token; `drop_invalid_tokens` accepts that.
-    """
-    guard = RunawayGuard(config)
-    stream = iter(tokens)
-    taken: list[int] = []
-    for token in stream:
-        taken.append(int(token))
-        loop = guard.push(token)
-        if loop is not None:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-            return taken[:loop.keep], loop
-    return taken, None
 
 
 def max_tokens_for_text(n_chars: int, cap: int = MAX_NEW_TOKENS) -> int:

@@ -6,16 +6,21 @@ place. The only tolerated gaps are the ones a caller lists explicitly.
 """
 from __future__ import annotations
 
+import functools
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import torch
 from safetensors import safe_open
 from torch import nn
 
+from . import registry
 from .packed_linear import pack_linears, packing_available
+from .registry import HubFiles
+
+if TYPE_CHECKING:
+    from .fast_modes import LoadOptions
 
 
 class CheckpointError(ValueError):
@@ -75,15 +80,12 @@ def load_strict(
 
 
 # --- component loaders -------------------------------------------------------------
-# Each takes the folder of a local checkpoint (the layout of ResembleAI/chatterbox).
-# Constructors never touch files or the network; these functions are the only place
-# that reads weights. Device and dtype are chosen here, once.
+# Each takes a component's file (or the checkpoint folder holding it under its released
+# name). Constructors never touch files or the network; these functions are the only place
+# that reads weights. Device, dtype and the speed options are applied here, once.
 
-VE_FILE = "ve.safetensors"
-T3_FILE = "t3_cfg.safetensors"
-S3GEN_FILE = "s3gen.safetensors"
-TOKENIZER_FILE = "tokenizer.json"
-CONDS_FILE = "conds.pt"
+VE_FILE, T3_FILE, S3GEN_FILE, TOKENIZER_FILE, CONDS_FILE = (
+    registry.VE_FILE, registry.T3_FILE, registry.S3GEN_FILE, registry.TOKENIZER_FILE, registry.CONDS_FILE)
 # T3 layers that run at every decoding step (float32 on CPU: packed, see models/packed_linear.py).
 T3_PACKED_LAYERS = ("tfmr.layers", "speech_head")
 
@@ -100,31 +102,38 @@ def _built_without_init(factory):
         return factory()
 
 
-def load_text_tokenizer(ckpt_dir: str | Path):
+def _in_folder(path: str | Path, name: str) -> Path:
+    path = Path(path)
+    return path / name if path.is_dir() else path
+
+
+def load_text_tokenizer(path: str | Path):
     from .text_tokenizer import TextTokenizer
 
-    return TextTokenizer.from_file(Path(ckpt_dir) / TOKENIZER_FILE)
+    return TextTokenizer.from_file(_in_folder(path, TOKENIZER_FILE))
 
 
-def load_voice_encoder(ckpt_dir: str | Path, device: str | torch.device = "cpu"):
+def load_voice_encoder(path: str | Path, device: str | torch.device = "cpu"):
     from .voice_encoder import VoiceEncoder, VoiceEncoderConfig
 
+    path = _in_folder(path, VE_FILE)
     model = _built_without_init(lambda: VoiceEncoder(VoiceEncoderConfig()))
-    load_strict(model, read_safetensors(Path(ckpt_dir) / VE_FILE), VE_FILE)
+    load_strict(model, read_safetensors(path), path.name)
     return model.to(device).eval()
 
 
 def load_t3(
     path: str | Path,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    options: "LoadOptions | None" = None,
 ):
-    """T3 from a checkpoint folder or a single T3 safetensors file (fine-tunes ship only this)."""
+    """T3 from a checkpoint folder or a single T3 safetensors file (fine-tunes ship only this),
+    built with the T3 speed options of `options` (models/fast_modes.py)."""
+    from .fast_modes import LoadOptions, build_t3
     from .t3 import T3, T3Config
 
-    path = Path(path)
-    if path.is_dir():
-        path = path / T3_FILE
+    options = options or LoadOptions()
+    path = _in_folder(path, T3_FILE)
     state = read_safetensors(path)
     if "text_emb.weight" not in state:
         raise CheckpointError(f"{path.name}: no text_emb.weight; is this a T3 checkpoint?")
@@ -133,51 +142,81 @@ def load_t3(
     model = _built_without_init(lambda: T3(config))
     load_strict(model, state, path.name)
     del state
-    model = model.to(device=device, dtype=dtype).eval()
-    if model.device.type == "cpu" and dtype == torch.float32 and packing_available():
+    model = model.to(device=device).eval()
+    if options.plain_t3 and model.device.type == "cpu" and packing_available():
         # Decoding reads every backbone weight per token: oneDNN's layout reads them ~2x faster.
         pack_linears(model, under=T3_PACKED_LAYERS)
-    return model
+        return model
+    return build_t3(model, options)
 
 
-def load_s3gen(ckpt_dir: str | Path, device: str | torch.device = "cpu"):
+def load_s3gen(path: str | Path, device: str | torch.device = "cpu", flow_steps: int = 10,
+               options: "LoadOptions | None" = None):
+    """S3Gen from its file (or a checkpoint folder), decoding with `flow_steps` Euler steps
+    (`options.flow_steps` wins when set) whether it decodes whole or in streamed blocks."""
+    from .fast_modes import LoadOptions, build_s3gen
     from .s3gen.s3gen import S3Gen
 
-    model = _built_without_init(S3Gen)
-    load_strict(model, read_safetensors(Path(ckpt_dir) / S3GEN_FILE), S3GEN_FILE,
-                allowed_missing=S3GEN_TOLERATED_MISSING)
+    options = options or LoadOptions()
+    path = _in_folder(path, S3GEN_FILE)
+    steps = options.flow_steps or flow_steps
+    model = _built_without_init(lambda: S3Gen(n_timesteps=steps))
+    load_strict(model, read_safetensors(path), path.name, allowed_missing=S3GEN_TOLERATED_MISSING)
     model.fold_weight_norm()
-    return model.to(device).eval()
+    return build_s3gen(model.to(device).eval(), options)
+
+
+@functools.singledispatch
+def build_component(spec, path: Path, device: torch.device, options: "LoadOptions"):
+    """The module (or object) a registry component spec describes, from its file at `path`.
+
+    One builder per spec type: a new kind of component registers its own.
+    """
+    raise CheckpointError(f"no builder for a {type(spec).__name__}")
+
+
+@build_component.register
+def _(spec: registry.T3Spec, path, device, options):
+    if spec.architecture != "llama":
+        raise CheckpointError(f"T3 architecture {spec.architecture!r} has no builder")
+    return load_t3(path, device, options)
+
+
+@build_component.register
+def _(spec: registry.S3GenSpec, path, device, options):
+    if spec.meanflow:
+        raise CheckpointError("the meanflow S3Gen has no builder")
+    return load_s3gen(path, device, spec.flow_steps, options)
+
+
+@build_component.register
+def _(spec: registry.VoiceEncoderSpec, path, device, options):
+    return load_voice_encoder(path, device)
+
+
+@build_component.register
+def _(spec: registry.TextSpec, path, device, options):
+    if spec.frontend != "english":
+        raise CheckpointError(f"text front-end {spec.frontend!r} has no builder")
+    return load_text_tokenizer(path)
+
+
+@build_component.register
+def _(spec: registry.BuiltinVoiceSpec, path, device, options):
+    from .tts import Conditionals
+
+    return Conditionals.from_file(path, device)
 
 
 # --- the Hugging Face Hub -----------------------------------------------------------
 # The only network access of the project. huggingface_hub itself honours HF_HUB_OFFLINE
 # (then only its local cache is read) and HF_TOKEN (gated repositories).
 
-BASE_REPO_ID = "ResembleAI/chatterbox"
-BASE_FILES = (VE_FILE, T3_FILE, S3GEN_FILE, TOKENIZER_FILE, CONDS_FILE)
+BASE_REPO_ID = registry.BASE_REPO_ID
 
 
 class WeightsUnavailable(RuntimeError):
     """The checkpoint could not be fetched; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a model's T3 weights live; everything else comes from the base repository."""
-
-    label: str
-    repo_id: str
-    t3_files: tuple[str, ...] = (T3_FILE,)  # tried in order
-    gated: bool = False
-
-
-MODEL_SOURCES: dict[str, ModelSource] = {
-    "english": ModelSource("Chatterbox (English)", BASE_REPO_ID),
-    # Only T3 was fine-tuned; the repository renamed its file once, so both names are tried.
-    "german": ModelSource("Kartoffelbox (German)", "SebastianBodza/Kartoffelbox-v0.1",
-                          t3_files=(T3_FILE, "t3_kartoffelbox.safetensors"), gated=True),
-}
 
 
 def _hub_token() -> str | None:
@@ -212,36 +251,47 @@ def hub_download(repo_id: str, filename: str) -> Path:
             f"and HF_TOKEN, or pass a local folder with --checkpoint") from exc
 
 
-def fetch_base_checkpoint(repo_id: str = BASE_REPO_ID) -> Path:
-    """Download the five base files; returns the snapshot folder holding them."""
-    paths = [hub_download(repo_id, name) for name in BASE_FILES]
-    return paths[0].parent
-
-
-def fetch_t3_weights(source: ModelSource) -> Path:
-    """Path of the T3 safetensors file of `source`, trying its known file names in order."""
+def fetch_file(files: HubFiles) -> Path:
+    """Path of a component's file on the Hub, trying its known file names in order."""
     from huggingface_hub.errors import EntryNotFoundError
 
     first_error: WeightsUnavailable | None = None
-    for name in source.t3_files:
+    for name in files.names:
         try:
-            return hub_download(source.repo_id, name)
+            return hub_download(files.repo_id, name)
         except EntryNotFoundError:
             continue
         except WeightsUnavailable as exc:  # e.g. offline with only the other name cached
             first_error = first_error or exc
-    raise first_error or WeightsUnavailable(f"{source.repo_id} holds none of {', '.join(source.t3_files)}")
+    raise first_error or WeightsUnavailable(f"{files.repo_id} holds none of {', '.join(files.names)}")
 
 
-def resolve_t3_file(path: str | Path) -> Path:
-    """A local T3 file, or the T3 file inside a folder (either known name)."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    for name in MODEL_SOURCES["german"].t3_files:
-        if (path / name).is_file():
-            return path / name
-    raise WeightsUnavailable(f"no T3 weights at {path} (looked for {', '.join(MODEL_SOURCES['german'].t3_files)})")
+class WeightSources:
+    """Where component files come from: local stand-ins for Hub repositories, else the Hub.
+
+    `local` maps a repository id to a folder with that repository's layout, or to a single
+    file that stands for the repository's one component (a fine-tune shipping only T3).
+    With `hub=False` a repository without a local stand-in is WeightsUnavailable.
+    """
+
+    def __init__(self, local: Mapping[str, str | Path] | None = None, hub: bool = True):
+        self.local = {repo: Path(path) for repo, path in (local or {}).items()}
+        self.hub = hub
+
+    def path(self, files: HubFiles) -> Path:
+        """The local file of `files` (downloading it if needed). Raises CheckpointError for
+        a local folder without any of its names, WeightsUnavailable when it cannot be had."""
+        stand_in = self.local.get(files.repo_id)
+        if stand_in is not None:
+            if stand_in.is_file():
+                return stand_in
+            for name in files.names:
+                if (stand_in / name).is_file():
+                    return stand_in / name
+            raise CheckpointError(f"{stand_in} holds none of {', '.join(files.names)} ({files.repo_id})")
+        if not self.hub:
+            raise WeightsUnavailable(f"{files.repo_id} has no local copy and Hub downloads are off")
+        return fetch_file(files)
 
 
 def looks_untrained(ckpt_dir: str | Path) -> bool:

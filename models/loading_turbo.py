@@ -60,12 +60,16 @@ def load_turbo_t3(path: str | Path, device: str | torch.device = "cpu", dtype: t
     return model
 
 
-def load_turbo_s3gen(ckpt_dir: str | Path, device: str | torch.device = "cpu"):
-    """The meanflow S3Gen, every one of its 2491 entries required."""
+def load_turbo_s3gen(path: str | Path, device: str | torch.device = "cpu", flow_steps: int | None = None):
+    """The meanflow S3Gen from its file (or a Turbo folder), every one of its 2491 entries
+    required; it decodes with `flow_steps` steps (None: the reference's 2)."""
     from .s3gen.s3gen import S3Gen
 
-    model = _built_without_init(lambda: S3Gen(meanflow=True))
-    load_strict(model, read_safetensors(Path(ckpt_dir) / TURBO_S3GEN_FILE), TURBO_S3GEN_FILE)
+    path = Path(path)
+    if path.is_dir():
+        path = path / TURBO_S3GEN_FILE
+    model = _built_without_init(lambda: S3Gen(n_timesteps=flow_steps, meanflow=True))
+    load_strict(model, read_safetensors(path), path.name)
     model.fold_weight_norm()
     return model.to(device).eval()
 
@@ -75,10 +79,12 @@ def load_turbo_voice_encoder(ckpt_dir: str | Path, device: str | torch.device = 
     return load_voice_encoder(ckpt_dir, device=device)
 
 
-def load_turbo_tokenizer(ckpt_dir: str | Path):
+def load_turbo_tokenizer(path: str | Path):
+    """The GPT-2 tokenizer from a Turbo folder (or any one of its five files, read beside it)."""
     from .turbo_text import TurboTextTokenizer
 
-    return TurboTextTokenizer.from_dir(ckpt_dir)
+    path = Path(path)
+    return TurboTextTokenizer.from_dir(path if path.is_dir() else path.parent)
 
 
 def fetch_turbo_checkpoint(repo_id: str = TURBO_REPO_ID) -> Path:

@@ -1,11 +1,10 @@
 """Linear layers whose float32 weights are kept in oneDNN's packed layout, for CPU decoding.
 
 A T3 decoding step multiplies two rows (the guidance pair) by every backbone weight, so its
-speed is the speed of reading 2 GB of weights. For two rows MKL's float32 routines (GEMM,
-or matrix-vector products block by block) read them at ~7 GB/s on 2 cores; oneDNN's inner
-product over a weight reordered once, at load, reads them at ~14 GB/s (measured on a 2-core
-AMD EPYC VM; a plain sum over the same memory: ~19 GB/s). The arithmetic stays float32:
-only the order of the additions differs (relative differences ~1e-6).
+speed is the speed of reading 2 GB of weights. oneDNN's inner product over a weight reordered
+once, at load, reads them about twice as fast as MKL's float32 routines do for two rows
+(figures in bench/README.md). The arithmetic stays float32: only the order of the additions
+differs (relative differences ~1e-6).
 
 The packed weight replaces the dense one (no second copy in memory). `state_dict` and
 `load_state_dict` still speak the checkpoint's `weight`/`bias` keys; `unpack_linears`

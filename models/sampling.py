@@ -11,24 +11,36 @@ from dataclasses import dataclass
 
 import torch
 
+from .constants import MAX_NEW_TOKENS
+from .params import DEFAULT_PARAMS, GenerationParams
+
 FILTERED = float("-inf")
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Decoding parameters of one T3 generation, with the reference `generate` defaults.
+    """What T3's decoding loop reads: the sampler's controls, the token cap and greedy.
 
-    `cfg_weight` 0 disables classifier-free guidance (batch 1); `greedy` takes the argmax
-    of the processed probabilities instead of sampling (used to replay the reference).
+    The defaults are `GenerationParams`' (models/params.py), where request values are
+    validated; the checks here are the sampler's own domain. `cfg_weight` 0 disables
+    classifier-free guidance (batch 1); `greedy` takes the argmax of the processed
+    probabilities instead of sampling (used to replay the reference).
     """
 
-    temperature: float = 0.8
-    repetition_penalty: float = 1.2
-    min_p: float = 0.05
-    top_p: float = 1.0
-    cfg_weight: float = 0.5
-    max_new_tokens: int = 1000  # 40 s of speech at 25 tokens/s
+    temperature: float = DEFAULT_PARAMS.temperature
+    repetition_penalty: float = DEFAULT_PARAMS.repetition_penalty
+    min_p: float = DEFAULT_PARAMS.min_p
+    top_p: float = DEFAULT_PARAMS.top_p
+    cfg_weight: float = DEFAULT_PARAMS.cfg_weight
+    max_new_tokens: int = MAX_NEW_TOKENS
     greedy: bool = False
+
+    @classmethod
+    def of(cls, params: GenerationParams, max_new_tokens: int = MAX_NEW_TOKENS) -> "SamplingParams":
+        """The T3 part of a request's `GenerationParams`."""
+        return cls(temperature=params.temperature, repetition_penalty=params.repetition_penalty,
+                   min_p=params.min_p, top_p=params.top_p, cfg_weight=params.cfg_weight,
+                   max_new_tokens=max_new_tokens)
 
     def __post_init__(self):
         if not self.temperature > 0:

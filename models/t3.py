@@ -5,7 +5,8 @@ L sequence, C channels (1024), V speech vocabulary (8194).
 Input sequence of one row: [cond (34) | SOT text EOT (+ learned text positions) | BOS | BOS | t1 ...]
 where every BOS sits at speech position 0 and generated token k at speech position k.
 Decoding runs the backbone's layers in `forward_cached` over a preallocated KV cache;
-`forward` (the Hugging Face LlamaModel, no cache) is the oracle it is tested against.
+`forward` (the Hugging Face LlamaModel, no cache) is what tests/t3_oracle.py's uncached
+loop, the oracle of `stream_tokens`, runs instead.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from torch import nn
 from transformers import LlamaConfig, LlamaModel
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from .constants import (SPEECH_CODEBOOK_SIZE, START_SPEECH_TOKEN, START_TEXT_TOKEN, STOP_SPEECH_TOKEN,
+                        STOP_TEXT_TOKEN)
 from .perceiver import Perceiver, PerceiverConfig
 from .sampling import (
     SamplingParams,
@@ -28,11 +31,6 @@ from .sampling import (
     top_p_filter,
 )
 
-START_TEXT_TOKEN = 255
-STOP_TEXT_TOKEN = 0
-SPEECH_CODEBOOK_SIZE = 6561  # S3 tokenizer codes 0..6560 (3^8 FSQ levels); all S3Gen understands
-START_SPEECH_TOKEN = 6561
-STOP_SPEECH_TOKEN = 6562
 CPU_WEIGHT_BLOCK_BYTES = 2 * 2**20  # weight slice a CPU decoding step multiplies at once (stays in cache)
 
 
@@ -182,13 +180,12 @@ class KVCache:
 def _linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """`layer(x)` for x (B, T, C); a float32 decoding step on CPU as matrix-vector products.
 
-    Loading packs these layers for oneDNN (models/packed_linear.py, ~2x faster again); this
-    is the path of plain layers, e.g. on a torch build without oneDNN. For 2 rows, MKL's
-    float32 GEMM packs the whole weight first and is 1.4-6x slower (worst when the cores
-    are shared) than matrix-vector products. Done block by block, the second
-    row's product finds the block in cache, so the weight is read from memory about once
-    (measured on 2 cores). Other dtypes, quantized layers and the prefill are faster whole;
-    autograd (never needed for decoding) cannot write into `out`.
+    Loading packs these layers for oneDNN (models/packed_linear.py, faster again); this is
+    the path of plain layers, e.g. on a torch build without oneDNN. For 2 rows, MKL's
+    float32 GEMM packs the whole weight first and is slower than matrix-vector products
+    (bench/README.md). Done block by block, the second row's product finds the block in
+    cache, so the weight is read from memory about once. Other dtypes, quantized layers and
+    the prefill are faster whole; autograd (never needed for decoding) cannot write into `out`.
     """
     batch, length = x.shape[:2]
     cpu_float32_step = length == 1 and batch > 1 and x.is_cpu and x.dtype == torch.float32
@@ -227,6 +224,9 @@ class T3(nn.Module):
         self.speech_pos_emb = LearnedPositionEmbedding(config.speech_positions, c)
         self.text_head = nn.Linear(c, config.text_tokens_dict_size, bias=False)  # unused at inference
         self.speech_head = nn.Linear(c, config.speech_tokens_dict_size, bias=False)
+        # A decoding step set once when the model is built with a speed option
+        # (models/fast_modes.py: int8, CUDA graph, compile); None runs `layers_cached`.
+        self.fast_step: Callable[[torch.Tensor, KVCache], torch.Tensor] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -303,8 +303,15 @@ class T3(nn.Module):
 
     # --- decoding -------------------------------------------------------------------
 
-    def forward_cached(self, inputs_embeds: torch.Tensor, cache: KVCache,
-                       position: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_cached(self, inputs_embeds: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """The backbone over (B, T, C) at positions cache.length.., extending the cache: the
+        build's `fast_step` if it has one, else `layers_cached`."""
+        if self.fast_step is not None:
+            return self.fast_step(inputs_embeds, cache)
+        return self.layers_cached(inputs_embeds, cache)
+
+    def layers_cached(self, inputs_embeds: torch.Tensor, cache: KVCache,
+                      position: torch.Tensor | None = None) -> torch.Tensor:
         """The backbone over (B, T, C) at positions cache.length.., extending the cache.
 
         Same layers and weights as `forward` (the oracle), run step by step: T > 1 only
@@ -354,6 +361,29 @@ class T3(nn.Module):
             cache.length = end
         return self.tfmr.norm(x)
 
+    def next_token(self, hidden: torch.Tensor, seen: torch.Tensor, p: SamplingParams,
+                   generator: torch.Generator | None, step: int = 0,
+                   on_logits: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """One decoding step's token from the last hidden state of each row (B, 1, C).
+
+        Guidance (row 0 conditional, row 1 without text: cond + w * (cond - uncond)), then
+        the reference's processors in order: repetition penalty over `seen` (1, n) (the
+        start token included), temperature, min-p, top-p, and a draw from `generator`
+        (argmax when `p.greedy`). `on_logits(step, logits)` sees the guided logits (1, V)
+        before any processing. Returns the token (1, 1) on the model's device.
+        """
+        logits = _linear(self.speech_head, hidden)[:, 0].float()  # (B, V); sampling in float32
+        if p.cfg_weight > 0:
+            cond_logits, uncond_logits = logits[0:1], logits[1:2]
+            logits = cond_logits + p.cfg_weight * (cond_logits - uncond_logits)
+        if on_logits is not None:
+            on_logits(step, logits)
+        logits = apply_repetition_penalty(logits, seen, p.repetition_penalty)
+        logits = apply_temperature(logits, p.temperature)
+        logits = min_p_filter(logits, p.min_p)
+        logits = top_p_filter(logits, p.top_p)
+        return sample_token(logits.softmax(dim=-1), generator, greedy=p.greedy)
+
     @torch.inference_mode()
     def stream_tokens(
         self,
@@ -362,60 +392,35 @@ class T3(nn.Module):
         params: SamplingParams | None = None,
         generator: torch.Generator | None = None,
         on_logits: Callable[[int, torch.Tensor], None] | None = None,
-        use_kv_cache: bool = True,
         run_ahead: bool | None = None,
     ) -> Iterator[int]:
         """Yield speech tokens one by one; the last is STOP_SPEECH_TOKEN if it was produced.
 
-        `on_logits(step, logits)` sees the CFG-combined logits (1, V) of each step before
-        any processing. `use_kv_cache=False` recomputes the whole sequence every step
-        with `forward` (the slow oracle for tests). `run_ahead` (default: on a CUDA device)
-        starts each next step before the token is read back, so that the GPU never waits
-        for the host; the step after a stop token is then computed for nothing. Same tokens
-        either way.
+        Prefill over the whole prompt into a KV cache allocated once, then one step per
+        token (`next_token`: guidance and sampling), stopping after the stop token or
+        `max_new_tokens`. `on_logits` is `next_token`'s. `run_ahead` (default: on a CUDA
+        device) starts each next step before the token is read back, so that the GPU never
+        waits for the host; the step after a stop token is then computed for nothing. Same
+        tokens either way. tests/t3_oracle.py holds the uncached loop this one is tested against.
         """
         p = params or SamplingParams()
         if p.max_new_tokens > self.config.speech_positions:
             raise ValueError(f"max_new_tokens {p.max_new_tokens} exceeds {self.config.speech_positions} positions")
         run_ahead = self.device.type == "cuda" if run_ahead is None else run_ahead
-        use_cfg = p.cfg_weight > 0
-        embeds = self.build_inputs(cond, text_tokens, with_cfg_row=use_cfg)
+        embeds = self.build_inputs(cond, text_tokens, with_cfg_row=p.cfg_weight > 0)
         batch, prompt_length = embeds.shape[:2]
-
-        # Prefill: the whole prompt through the backbone, filling the cache. The last
-        # generated token is never fed back, hence the capacity.
-        if use_kv_cache:
-            cache = KVCache(self, batch, capacity=prompt_length + p.max_new_tokens - 1)
-            hidden = self.forward_cached(embeds, cache)
-        else:
-            hidden = self.forward(embeds)
+        # The last generated token is never fed back, hence the capacity.
+        cache = KVCache(self, batch, capacity=prompt_length + p.max_new_tokens - 1)
         seen = torch.full((1, p.max_new_tokens + 1), START_SPEECH_TOKEN, dtype=torch.long, device=self.device)
         positions = self.speech_pos_emb.emb.weight
 
-        def feed(token: torch.Tensor, position: int) -> torch.Tensor:
-            """Both rows' next hidden state, with `token` at speech position `position`."""
-            nonlocal embeds
-            step_embeds = (self.speech_emb(token) + positions[position]).expand(batch, -1, -1)  # (B, 1, C)
-            if use_kv_cache:
-                return self.forward_cached(step_embeds, cache)
-            embeds = torch.cat([embeds, step_embeds], dim=1)
-            return self.forward(embeds)
-
+        hidden = self.forward_cached(embeds, cache)[:, -1:]  # prefill
         for step in range(p.max_new_tokens):
-            logits = _linear(self.speech_head, hidden[:, -1:])[:, 0].float()  # (B, V); sampling in float32
-            if use_cfg:
-                cond_logits, uncond_logits = logits[0:1], logits[1:2]
-                logits = cond_logits + p.cfg_weight * (cond_logits - uncond_logits)
-            if on_logits is not None:
-                on_logits(step, logits)
-
-            logits = apply_repetition_penalty(logits, seen[:, : step + 1], p.repetition_penalty)  # BOS included
-            logits = apply_temperature(logits, p.temperature)
-            logits = min_p_filter(logits, p.min_p)
-            logits = top_p_filter(logits, p.top_p)
-            token = sample_token(logits.softmax(dim=-1), generator, greedy=p.greedy)  # (1, 1)
+            token = self.next_token(hidden, seen[:, : step + 1], p, generator, step, on_logits)  # (1, 1)
             seen[:, step + 1 : step + 2] = token
             last = step + 1 == p.max_new_tokens
+            # Generated token k sits at speech position k; both rows get it.
+            step_embeds = (self.speech_emb(token) + positions[step + 1]).expand(batch, -1, -1)  # (B, 1, C)
 
             # The one host transfer of a step: the caller streams ints (and we check the stop).
             if run_ahead and not last:
@@ -423,7 +428,7 @@ class T3(nn.Module):
                 copied = torch.cuda.Event() if token.is_cuda else None
                 if copied is not None:
                     copied.record()
-                hidden = feed(token, step + 1)
+                hidden = self.forward_cached(step_embeds, cache)
                 if copied is not None:
                     copied.synchronize()  # this token only, not the step just started
                 token_id = int(host)
@@ -433,18 +438,7 @@ class T3(nn.Module):
             if token_id == STOP_SPEECH_TOKEN or last:
                 return
             if not run_ahead:
-                hidden = feed(token, step + 1)
-
-    def generate(
-        self,
-        cond: T3Cond,
-        text_tokens: torch.Tensor,
-        params: SamplingParams | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """All tokens of `stream_tokens` as a 1-D int64 tensor (stop token included)."""
-        tokens = list(self.stream_tokens(cond, text_tokens, params, generator))
-        return torch.tensor(tokens, dtype=torch.long)
+                hidden = self.forward_cached(step_embeds, cache)
 
 
 def drop_invalid_tokens(tokens: torch.Tensor | Sequence[int]) -> torch.Tensor:

@@ -20,7 +20,8 @@ from transformers import GPT2Config, GPT2Model
 
 from .packed_linear import PackedLinear
 from .sampling import FILTERED, apply_repetition_penalty, apply_temperature, top_k_filter, top_p_filter
-from .t3 import SPEECH_CODEBOOK_SIZE, START_SPEECH_TOKEN, STOP_SPEECH_TOKEN, T3Cond
+from .constants import SPEECH_CODEBOOK_SIZE, START_SPEECH_TOKEN, STOP_SPEECH_TOKEN
+from .t3 import T3Cond
 
 S3GEN_SILENCE_TOKEN = 4299  # S3 token of silence; three are appended before S3Gen decodes
 SILENCE_TOKENS_APPENDED = 3

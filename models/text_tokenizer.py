@@ -10,10 +10,10 @@ from typing import Sequence
 
 from tokenizers import Tokenizer
 
-START_TEXT = 255  # [START], prepended by T3
-STOP_TEXT = 0  # [STOP], appended by T3
-UNK = 1  # [UNK], any character outside the vocabulary
-SPACE = 2  # [SPACE], stands for every literal space
+from .constants import SPACE_TEXT_TOKEN as SPACE
+from .constants import START_TEXT_TOKEN as START_TEXT
+from .constants import STOP_TEXT_TOKEN as STOP_TEXT
+from .constants import UNK_TEXT_TOKEN as UNK
 
 START_TOKEN, STOP_TOKEN, UNK_TOKEN, SPACE_TOKEN = "[START]", "[STOP]", "[UNK]", "[SPACE]"
 

@@ -1,18 +1,18 @@
-"""The text-to-speech pipeline: load once, then per request prepare a voice and speak.
+"""The text-to-speech pipeline: models resident in a pool; per request a voice and a text.
 
-`ChatterboxTTS` owns one T3 (swappable between models that share everything else),
-the voice encoder, S3Gen, the text tokenizer, the built-in voice and the watermarker.
-A request's state lives in immutable `Conditionals` and a per-request
-`torch.Generator`, so concurrent requests with different voices cannot affect each other.
+`ChatterboxTTS` serves every model of the registry (models/registry.py) from one
+`ModelPool` (models/residency.py): a model loads on its first request and stays resident,
+sharing the components it has in common with the others. A request's state lives in
+immutable `Conditionals`, a `GenerationParams` and per-chunk `torch.Generator`s, so
+concurrent requests (on one model or several) cannot affect each other.
 """
 from __future__ import annotations
 
 import secrets
 import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -21,25 +21,24 @@ from . import loading
 from .audio import resample
 from .chunk_audio import BlockChunk, WholeChunk
 from .chunking import chunk_seed, noise_seed, split_text
-from .guard import RunawayGuard, max_tokens_for_text, trim_trailing_silence
+from .constants import CHUNK_CHARS, MAX_NEW_TOKENS, MAX_TEXT_CHARS, S3_SR, S3GEN_SR, STOP_SPEECH_TOKEN
+from .fast_modes import LoadOptions
+from .guard import RunawayGuard, max_tokens_for_text
+from .params import GenerationParams, check_text
 from .reference import ReferenceClip, load_reference
-from .s3gen.s3gen import S3GEN_SR, S3_SR, ReferenceEmbedding
+from .registry import BASE_REPO_ID, DEFAULT_MODEL, ModelEntry
+from .residency import LoadedModel, ModelPool
+from .s3gen.s3gen import ReferenceEmbedding
 from .s3gen.streaming import StreamConfig
 from .sampling import SamplingParams
-from .t3 import T3Cond, drop_invalid_tokens, STOP_SPEECH_TOKEN
+from .t3 import T3Cond, drop_invalid_tokens
 from .watermark import Watermarker
 
 SAMPLE_RATE = S3GEN_SR
-T3_PROMPT_SECONDS = 6            # the reference's ENC_COND_LEN
-T3_PROMPT_TOKENS = 150           # 6 s of 25 Hz S3 tokens
-MAX_NEW_TOKENS = 1000            # 40 s of speech in one generation (one chunk)
-CHUNK_CHARS = 300                # what one generation reliably speaks within MAX_NEW_TOKENS
-MAX_TEXT_CHARS = 12_000          # one request: about 13 minutes of read speech
 CHUNK_PAUSE_S = 0.15             # silence between chunks, like a sentence pause
-LANGUAGES = {"english": "en", "german": "de"}
-EXAGGERATION_RANGE = (0.25, 2.0)
-MAX_SEED = 2**53 - 1            # seeds travel through JSON and JavaScript numbers exactly
-RANDOM_SEEDS = 2**32            # a drawn seed stays short enough to read and type
+RANDOM_SEEDS = 2**32             # a drawn seed stays short enough to read and type
+__all__ = ["CHUNK_CHARS", "MAX_NEW_TOKENS", "MAX_TEXT_CHARS", "SAMPLE_RATE", "ChatterboxTTS", "Conditionals",
+           "GenerationParams", "LivePlayback", "StreamEvent", "Synthesis"]
 
 
 @dataclass(frozen=True)
@@ -109,285 +108,262 @@ class StreamEvent:
     chunk_done: bool = False   # the chunk's last audio (or the pause after it)
 
 
-def check_generation_args(text: str, exaggeration: float, cfg_weight: float, temperature: float,
-                          min_p: float, top_p: float, repetition_penalty: float, seed: int | None) -> None:
-    """Raise ValueError with a readable reason for any out-of-range request value."""
-    if not isinstance(text, str):
-        raise ValueError("text must be a string")
-    if not text.strip():
-        raise ValueError("text is empty: type something to say")
-    if len(text) > MAX_TEXT_CHARS:
-        raise ValueError(f"text is {len(text)} characters; one request speaks at most {MAX_TEXT_CHARS} "
-                         f"(about 13 minutes). Split it into several requests.")
-    checks = [
-        ("exaggeration", exaggeration, EXAGGERATION_RANGE[0], EXAGGERATION_RANGE[1]),
-        ("cfg_weight", cfg_weight, 0.0, 1.0),
-        ("temperature", temperature, 0.05, 5.0),
-        ("min_p", min_p, 0.0, 1.0),
-        ("top_p", top_p, 0.0, 1.0),
-        ("repetition_penalty", repetition_penalty, 1.0, 2.0),
-    ]
-    for name, value, lo, hi in checks:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value) \
-                or not lo <= value <= hi:
-            raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
-    if top_p == 0:
-        raise ValueError("top_p must be > 0 (1.0 disables it)")
-    if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)
-                             or not 0 <= int(seed) <= MAX_SEED):
-        raise ValueError(f"seed must be an integer in [0, {MAX_SEED}] or None, got {seed!r}")
+@dataclass(frozen=True)
+class LivePlayback:
+    """Live playback: S3Gen decodes chunks in token blocks while T3 still runs.
+
+    Every block reruns the flow over the voice prompt and all tokens so far. A GPU does
+    that many times faster than real time, so by default each chunk streams in growing
+    blocks and playback need not stall. On a CPU generation is slower than real time
+    whatever the blocks, so only the first chunk streams, with one early block to cut the
+    time to first audio, and the rest is decoded whole: one extra flow pass over the prompt
+    and the first block (growing blocks would rerun the flow ~6 times per chunk).
+    `blocks` and `chunks` override that choice (chunks None: the device's choice).
+    """
+
+    first_block: int = StreamConfig.first_block   # tokens before the first audio
+    blocks: StreamConfig | None = None
+    chunks: int | None = None
+
+    def __post_init__(self):
+        if self.first_block < 1:
+            raise ValueError(f"first_block must be >= 1, got {self.first_block}")
+
+    def plan(self, device: torch.device) -> tuple[StreamConfig, int | None]:
+        """(block schedule, number of chunks decoded in blocks; None: all) on `device`."""
+        gpu = device.type == "cuda"
+        blocks = self.blocks
+        if blocks is None:
+            blocks = StreamConfig(first_block=self.first_block) if gpu else StreamConfig(
+                first_block=self.first_block, block=MAX_NEW_TOKENS, max_block=MAX_NEW_TOKENS)
+        chunks = self.chunks if self.chunks is not None else (None if gpu else 1)
+        return blocks, chunks
+
+
+@dataclass
+class _ChunkOutcome:
+    """What one chunk's generation left for the result."""
+
+    n_tokens: int = 0
+    hit_limit: bool = False
+    loop_cut: bool = False
+    stopped: bool = False
+    made_audio: bool = False
 
 
 class ChatterboxTTS:
-    """Chatterbox-family TTS: text + voice -> 24 kHz audio.
+    """Chatterbox-family TTS: text + voice -> 24 kHz audio, for every model of the registry.
 
-    Models that differ only in T3 weights (Chatterbox English, Kartoffelbox German) share
-    the voice encoder and S3Gen; `t3_sources` maps each model name to a function giving
-    its T3 file, called when the model is first needed. T3 is swapped only while no
-    generation runs.
+    Owns the `ModelPool` (models and their shared components, loaded on first use) and the
+    watermarker. `model(id)` gives a model's components (T3, S3Gen, voice encoder, text
+    front-end, built-in voice).
     """
 
-    def __init__(self, t3, s3gen, voice_encoder, tokenizer, builtin: Conditionals | None,
-                 t3_sources: dict[str, Callable[[], Path]], model: str, label: str = ""):
-        self.t3 = t3
-        self.s3gen = s3gen
-        self.voice_encoder = voice_encoder
-        self.tokenizer = tokenizer
-        self.builtin = builtin
-        self.t3_sources = dict(t3_sources)
+    def __init__(self, pool: ModelPool, default_model: str = DEFAULT_MODEL, label: str = ""):
+        pool.entry(default_model)  # ValueError for an unknown id
+        self.pool = pool
+        self.default_model = default_model
         self.label = label
         self.watermarker = Watermarker()
-        self._model = model
-        self._active = 0
-        self._cv = threading.Condition()
 
     # --- loading -----------------------------------------------------------------------
 
     @classmethod
     def from_local(cls, ckpt_dir: str | Path, device: str | torch.device | None = None,
-                   t3_sources: dict[str, Callable[[], Path]] | None = None, model: str = "english",
-                   label: str = "") -> "ChatterboxTTS":
-        """Build from a folder with the released layout (ve, t3_cfg, s3gen, tokenizer, conds)."""
-        ckpt_dir = Path(ckpt_dir)
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        sources = {"english": lambda: ckpt_dir / loading.T3_FILE}
-        sources.update(t3_sources or {})
-        if model not in sources:
-            raise ValueError(f"unknown model {model!r}; known: {', '.join(sources)}")
-        t3 = loading.load_t3(sources[model](), device=device)
-        s3gen = loading.load_s3gen(ckpt_dir, device=device)
-        ve = loading.load_voice_encoder(ckpt_dir, device=device)
-        tokenizer = loading.load_text_tokenizer(ckpt_dir)
-        conds_path = ckpt_dir / loading.CONDS_FILE
-        builtin = Conditionals.from_file(conds_path, device) if conds_path.is_file() else None
-        return cls(t3, s3gen, ve, tokenizer, builtin, sources, model, label or f"local checkpoint {ckpt_dir}")
+                   local: Mapping[str, str | Path] | None = None, model: str = DEFAULT_MODEL,
+                   label: str = "", options: LoadOptions | None = None,
+                   max_resident_bytes: int | None = None) -> "ChatterboxTTS":
+        """Build from a folder with the released layout of ResembleAI/chatterbox (ve, t3_cfg,
+        s3gen, tokenizer, conds), loading `model` now. `local` maps more repository ids to
+        local stand-ins (a folder, or a T3 file); other repositories come from the Hub."""
+        sources = loading.WeightSources({BASE_REPO_ID: Path(ckpt_dir), **(local or {})})
+        return cls._loaded(sources, device, model, label or f"local checkpoint {ckpt_dir}", options,
+                           max_resident_bytes)
 
     @classmethod
-    def from_pretrained(cls, model: str = "english", device: str | torch.device | None = None) -> "ChatterboxTTS":
-        """Download (or read from the Hub cache) what `model` needs, then `from_local`.
+    def from_pretrained(cls, model: str = DEFAULT_MODEL, device: str | torch.device | None = None,
+                        local: Mapping[str, str | Path] | None = None, options: LoadOptions | None = None,
+                        max_resident_bytes: int | None = None) -> "ChatterboxTTS":
+        """Download (or read from the Hub cache) what `model` needs and load it; other models
+        are fetched on their first request (`local`: repositories with a local stand-in, as in
+        `from_local`). Raises loading.WeightsUnavailable with a user-facing reason when
+        offline, gated, etc."""
+        return cls._loaded(loading.WeightSources(local), device, model, "the Hugging Face Hub", options,
+                           max_resident_bytes)
 
-        Raises loading.WeightsUnavailable with a user-facing reason when offline, gated, etc.
-        """
-        base = loading.fetch_base_checkpoint()
-        sources = {name: (lambda src=src: loading.fetch_t3_weights(src))
-                   for name, src in loading.MODEL_SOURCES.items() if src.repo_id != loading.BASE_REPO_ID}
-        return cls.from_local(base, device=device, t3_sources=sources, model=model,
-                              label=f"{loading.BASE_REPO_ID} from the Hugging Face Hub")
+    @classmethod
+    def _loaded(cls, sources, device, model, label, options, max_resident_bytes) -> "ChatterboxTTS":
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        tts = cls(ModelPool(sources, device, options, max_resident_bytes), model, label)
+        tts.pool.get(model)
+        return tts
 
     @property
     def device(self) -> torch.device:
-        return self.t3.device
+        return self.pool.device
 
-    @property
-    def model(self) -> str:
-        return self._model
+    def entry(self, model: str | None = None) -> ModelEntry:
+        return self.pool.entry(model or self.default_model)
 
-    @contextmanager
-    def _using_model(self, model: str) -> Iterator[None]:
-        """Hold `model`'s T3 for one generation, swapping weights only when nothing runs."""
-        if model not in self.t3_sources:
-            raise ValueError(f"unknown model {model!r}; known: {', '.join(self.t3_sources)}")
-        with self._cv:
-            while self._model != model and self._active:
-                self._cv.wait()
-            if self._model != model:
-                path = self.t3_sources[model]()  # may download; raises WeightsUnavailable
-                device = self.t3.device
-                self.t3 = None  # free the old weights before reading the new ones
-                self.t3 = loading.load_t3(path, device=device)
-                self._model = model
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._cv:
-                self._active -= 1
-                self._cv.notify_all()
-
-    def live_streaming(self, first_block: int | None = None) -> dict:
-        """`stream` keywords for live playback on this device.
-
-        Every block reruns the flow over the voice prompt and all tokens so far. A GPU does
-        that many times faster than real time, so each chunk streams in growing blocks and
-        playback need not stall. On a CPU generation is slower than real time whatever
-        the blocks, so only the first chunk streams, with one early block to cut the time
-        to first audio, and everything after it is decoded whole: one extra flow pass over
-        the prompt and the first block (growing blocks would rerun the flow ~6 times per chunk).
-        """
-        if self.device.type == "cuda":
-            config = StreamConfig()
-            chunks = None
-        else:
-            config = StreamConfig(block=MAX_NEW_TOKENS, max_block=MAX_NEW_TOKENS)
-            chunks = 1
-        if first_block is not None:
-            config = replace(config, first_block=first_block)
-        return {"token_blocks": config, "block_chunks": chunks}
+    def model(self, model: str | None = None) -> LoadedModel:
+        """The components of `model` (default: the default model), loaded if needed."""
+        return self.pool.get(model or self.default_model)
 
     # --- per request -------------------------------------------------------------------
 
     @torch.inference_mode()
-    def prepare_conditionals(self, audio, exaggeration: float = 0.5) -> Conditionals:
-        """A reference clip (path or (rate, samples)) -> the voice both models condition on."""
-        lo, hi = EXAGGERATION_RANGE
-        if not lo <= exaggeration <= hi:
-            raise ValueError(f"exaggeration must be in [{lo}, {hi}], got {exaggeration!r}")
-        clip = audio if isinstance(audio, ReferenceClip) else load_reference(audio)
-        wav16 = resample(clip.wav, SAMPLE_RATE, S3_SR)
-        prompt16 = torch.from_numpy(wav16[: T3_PROMPT_SECONDS * S3_SR]).to(self.device)
-        prompt_tokens = self.s3gen.tokenizer.tokenize(prompt16, max_len=T3_PROMPT_TOKENS)
-        speaker = self.voice_encoder.embed_utterance(wav16)
-        t3 = T3Cond(speaker.reshape(1, -1).float(), prompt_tokens.reshape(1, -1).to(self.device),
-                    float(exaggeration))
-        return Conditionals(t3, self.s3gen.embed_ref(clip.wav), clip)
+    def prepare_conditionals(self, audio, exaggeration: float = GenerationParams.exaggeration,
+                             model: str | None = None) -> Conditionals:
+        """A reference clip (path or (rate, samples)) -> the voice `model` conditions on.
+
+        The prompt lengths are the model's (registry `PromptSpec`); models sharing the voice
+        encoder and S3Gen (English, German) can use each other's conditionals.
+        """
+        GenerationParams(exaggeration=exaggeration)  # the one place values are checked
+        with self.pool.use(model or self.default_model) as m:
+            prompt = m.entry.prompt
+            clip = audio if isinstance(audio, ReferenceClip) else load_reference(audio)
+            wav16 = resample(clip.wav, SAMPLE_RATE, S3_SR)
+            prompt16 = torch.from_numpy(wav16[: int(prompt.t3_seconds * S3_SR)]).to(self.device)
+            prompt_tokens = m.s3gen.tokenizer.tokenize(prompt16, max_len=prompt.t3_tokens)
+            speaker = m.voice_encoder.embed_utterance(wav16)
+            t3 = T3Cond(speaker.reshape(1, -1).float(), prompt_tokens.reshape(1, -1).to(self.device),
+                        float(exaggeration))
+            return Conditionals(t3, m.s3gen.embed_ref(clip.wav), clip)
 
     def stream(
         self,
         text: str,
         conditionals: Conditionals | None = None,
-        exaggeration: float = 0.5,
-        cfg_weight: float = 0.5,
-        temperature: float = 0.8,
-        min_p: float = 0.05,
-        top_p: float = 1.0,
-        repetition_penalty: float = 1.2,
-        seed: int | None = None,
+        params: GenerationParams | None = None,
+        *,
         model: str | None = None,
         watermark: bool = True,
         max_new_tokens: int = MAX_NEW_TOKENS,
         cancel: threading.Event | None = None,
-        token_blocks: StreamConfig | None = None,
-        block_chunks: int | None = None,
+        live: LivePlayback | None = None,
     ) -> Iterator[StreamEvent]:
         """Speak `text` chunk by chunk, yielding audio as soon as each piece exists.
 
-        Long text is split at sentence boundaries into chunks of <= CHUNK_CHARS, each
-        generated with the same voice and its own seed-derived generator (chunk 0 uses
-        `seed` itself, so short text sounds as without chunking). The last event carries
-        the whole result. Setting `cancel` (or closing the iterator) stops between steps.
+        `params` default to the model's recommended settings. Long text is split at
+        sentence boundaries into chunks of <= CHUNK_CHARS, each generated with the same voice
+        and its own seed-derived generator (chunk 0 uses the seed itself, so short text
+        sounds as without chunking). The last event carries the whole result. Setting
+        `cancel` (or closing the iterator) stops between steps.
 
-        With `token_blocks`, S3Gen decodes each chunk in token blocks while T3 runs, so audio
-        starts after the first block instead of the first chunk (`chunk_audio.BlockChunk`:
-        same tokens, slightly different audio); without, each chunk is decoded whole, as the
-        reference does. `block_chunks` limits block decoding to the first chunks (None: all);
-        `live_streaming` gives both for this device.
+        With `live`, S3Gen decodes chunks in token blocks while T3 runs, so audio starts after
+        the first block instead of the first chunk (`chunk_audio.BlockChunk`: same tokens,
+        slightly different audio); without, each chunk is decoded whole, as the reference does.
         """
-        check_generation_args(text, exaggeration, cfg_weight, temperature, min_p, top_p,
-                              repetition_penalty, seed)
+        check_text(text)
+        model = model or self.default_model
+        entry = self.pool.entry(model)
+        params = params if params is not None else entry.recommended
         if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
             raise ValueError(f"max_new_tokens must be in [1, {MAX_NEW_TOKENS}], got {max_new_tokens!r}")
-        model = model or self._model
-        if model not in self.t3_sources:
-            raise ValueError(f"unknown model {model!r}; known: {', '.join(self.t3_sources)}")
-        if conditionals is None:
-            if self.builtin is None:
-                raise ValueError("no reference voice given and the checkpoint has no built-in voice (conds.pt)")
-            conditionals = self.builtin
-        conditionals = conditionals.with_exaggeration(exaggeration)
-        chunks = [self.tokenizer.tokenize(c) for c in split_text(text, CHUNK_CHARS, LANGUAGES.get(model, "en"))]
-        seed = 1 + secrets.randbelow(RANDOM_SEEDS - 1) if seed is None else int(seed)
-        pause = np.zeros(int(CHUNK_PAUSE_S * SAMPLE_RATE), dtype=np.float32)
-        pieces: list[np.ndarray] = []
-        n_tokens, hit_limit, loops, stopped = 0, False, [], False
+        seed = 1 + secrets.randbelow(RANDOM_SEEDS - 1) if params.seed is None else int(params.seed)
+        blocks, block_chunks = live.plan(self.device) if live is not None else (None, 0)
         watermarked = watermark and self.watermarker.available
         marker = self.watermarker if watermarked else None
+        pause = np.zeros(int(CHUNK_PAUSE_S * SAMPLE_RATE), dtype=np.float32)
 
         # No inference_mode around the yields (it would leak into the caller's thread);
         # T3 and S3Gen enter it themselves.
-        with self._using_model(model):
+        with self.pool.use(model) as m:
+            voice = conditionals if conditionals is not None else m.builtin_voice
+            if voice is None:
+                raise ValueError("no reference voice given and the checkpoint has no built-in voice (conds.pt)")
+            voice = voice.with_exaggeration(params.exaggeration)
+            chunks = [m.text.tokenize(c) for c in split_text(text, CHUNK_CHARS, entry.language)]
+            pieces: list[np.ndarray] = []
+            outcomes: list[_ChunkOutcome] = []
             for index, chunk in enumerate(chunks):
                 if cancel is not None and cancel.is_set():
-                    stopped = True
+                    outcomes.append(_ChunkOutcome(stopped=True))
                     break
-                generator = torch.Generator(device=self.device).manual_seed(chunk_seed(seed, index))
-                limit = min(max_new_tokens, max_tokens_for_text(len(chunk.normalized_text), MAX_NEW_TOKENS))
-                params = SamplingParams(temperature=temperature, repetition_penalty=repetition_penalty,
-                                        min_p=min_p, top_p=top_p, cfg_weight=cfg_weight, max_new_tokens=limit)
-                if token_blocks is None or (block_chunks is not None and index >= block_chunks):
-                    audio = WholeChunk(self.s3gen, conditionals.gen, generator, marker, SAMPLE_RATE)
-                else:
-                    noise = torch.Generator(device=self.device).manual_seed(noise_seed(seed, index))
-                    audio = BlockChunk(self.s3gen, conditionals.gen, noise, marker, SAMPLE_RATE,
-                                       replace(token_blocks, max_tokens=limit))
-                made = len(pieces)
-                tokens: list[int] = []
-                released = 0  # tokens handed to `audio`: only those the guard can no longer cut
-                guard = RunawayGuard()
-                decoding = self.t3.stream_tokens(conditionals.t3, self.t3.frame_text(chunk.ids), params, generator)
-                for token in decoding:
-                    tokens.append(token)
-                    loop = guard.push(token)
-                    if loop is not None:
-                        tokens = tokens[: loop.keep]
-                        loops.append(index)
-                        break
-                    if cancel is not None and cancel.is_set():
-                        stopped = True
-                        break
-                    for wav in audio.push(tokens[released:guard.safe]):
-                        pieces.append(wav)
-                        yield StreamEvent(wav, index, len(chunks))
-                    released = max(released, guard.safe)
-                decoding.close()
-                if stopped and pieces:
-                    # Stop promptly; finish a cut chunk only when nothing was made yet. Audio this
-                    # chunk already streamed came from the tokens handed to its decoder.
-                    if len(pieces) > made:
-                        n_tokens += int(drop_invalid_tokens(tokens[:released]).numel())
+                in_blocks = blocks is not None and (block_chunks is None or index < block_chunks)
+                outcome = _ChunkOutcome()
+                for event in self._speak_chunk(m, chunk, index, len(chunks), voice, params, seed,
+                                               max_new_tokens, marker, blocks if in_blocks else None,
+                                               cancel, bool(pieces), outcome):
+                    pieces.append(event.audio)
+                    yield event
+                outcomes.append(outcome)
+                if outcome.stopped:
                     break
-                cut_by_limit = len(tokens) >= limit and tokens[-1] != STOP_SPEECH_TOKEN
-                hit_limit = hit_limit or (cut_by_limit and not stopped)
-                n_tokens += int(drop_invalid_tokens(tokens).numel())
-                trim = len(chunks) > 1 or cut_by_limit or (loops and loops[-1] == index)
-                tail = audio.push(tokens[released:]) + audio.finish(trim=bool(trim))
-                for i, wav in enumerate(tail):
-                    pieces.append(wav)
-                    yield StreamEvent(wav, index, len(chunks), chunk_done=i == len(tail) - 1)
-                if stopped:
-                    break
-                if index + 1 < len(chunks) and len(pieces) > made:
+                if index + 1 < len(chunks) and outcome.made_audio:
                     # Sent right away: a player can start on a piece only once the next one arrives.
                     pieces.append(pause)
                     yield StreamEvent(pause, index, len(chunks), chunk_done=True)
+        stopped = any(o.stopped for o in outcomes)
         if not pieces and not stopped:
             raise RuntimeError("the model produced no speech tokens for this text; try another seed")
         full = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
         result = Synthesis(full.astype(np.float32), SAMPLE_RATE, seed, " ".join(c.normalized_text for c in chunks),
-                           tuple(ch for c in chunks for ch in c.unknown_characters), n_tokens, hit_limit,
-                           watermarked, len(chunks), tuple(loops), stopped)
+                           tuple(ch for c in chunks for ch in c.unknown_characters),
+                           sum(o.n_tokens for o in outcomes), any(o.hit_limit for o in outcomes), watermarked,
+                           len(chunks), tuple(i for i, o in enumerate(outcomes) if o.loop_cut), stopped)
         yield StreamEvent(np.zeros(0, dtype=np.float32), len(chunks) - 1, len(chunks), result)
 
-    def synthesize(self, text: str, conditionals: Conditionals | None = None, **kwargs) -> Synthesis:
+    def _speak_chunk(self, m: LoadedModel, chunk, index: int, n_chunks: int, voice: Conditionals,
+                     params: GenerationParams, seed: int, max_new_tokens: int, marker: Watermarker | None,
+                     blocks: StreamConfig | None, cancel: threading.Event | None, audio_before: bool,
+                     outcome: _ChunkOutcome) -> Iterator[StreamEvent]:
+        """One chunk: T3's tokens through the runaway guard into S3Gen, its audio as events.
+
+        Fills `outcome`. A cancel stops promptly; a cut chunk is still finished when no audio
+        was made before it (`audio_before` False), so that a stop always returns some audio.
+        """
+        generator = torch.Generator(device=self.device).manual_seed(chunk_seed(seed, index))
+        limit = min(max_new_tokens, max_tokens_for_text(len(chunk.normalized_text), MAX_NEW_TOKENS))
+        if blocks is None:
+            audio = WholeChunk(m.s3gen, voice.gen, generator, marker, SAMPLE_RATE)
+        else:
+            noise = torch.Generator(device=self.device).manual_seed(noise_seed(seed, index))
+            audio = BlockChunk(m.s3gen, voice.gen, noise, marker, SAMPLE_RATE, replace(blocks, max_tokens=limit))
+        tokens: list[int] = []
+        released = 0  # tokens handed to `audio`: only those the guard can no longer cut
+        guard = RunawayGuard()
+        decoding = m.t3.stream_tokens(voice.t3, m.t3.frame_text(chunk.ids), SamplingParams.of(params, limit),
+                                      generator)
+        for token in decoding:
+            tokens.append(token)
+            loop = guard.push(token)
+            if loop is not None:
+                tokens = tokens[: loop.keep]
+                outcome.loop_cut = True
+                break
+            if cancel is not None and cancel.is_set():
+                outcome.stopped = True
+                break
+            for wav in audio.push(tokens[released:guard.safe]):
+                outcome.made_audio = True
+                yield StreamEvent(wav, index, n_chunks)
+            released = max(released, guard.safe)
+        decoding.close()
+        if outcome.stopped and (audio_before or outcome.made_audio):
+            # Audio this chunk already streamed came from the tokens handed to its decoder.
+            if outcome.made_audio:
+                outcome.n_tokens = int(drop_invalid_tokens(tokens[:released]).numel())
+            return
+        cut_by_limit = len(tokens) >= limit and tokens[-1] != STOP_SPEECH_TOKEN
+        outcome.hit_limit = cut_by_limit and not outcome.stopped
+        outcome.n_tokens = int(drop_invalid_tokens(tokens).numel())
+        trim = n_chunks > 1 or cut_by_limit or outcome.loop_cut
+        tail = audio.push(tokens[released:]) + audio.finish(trim=trim)
+        for i, wav in enumerate(tail):
+            outcome.made_audio = True
+            yield StreamEvent(wav, index, n_chunks, chunk_done=i == len(tail) - 1)
+
+    def synthesize(self, text: str, conditionals: Conditionals | None = None,
+                   params: GenerationParams | None = None, **options) -> Synthesis:
         """Speak `text` in the voice of `conditionals` (the built-in voice if None); see `stream`."""
-        for event in self.stream(text, conditionals, **kwargs):
+        for event in self.stream(text, conditionals, params, **options):
             if event.result is not None:
                 return event.result
         raise RuntimeError("generation ended without a result")
 
-    def generate(self, text: str, conditionals: Conditionals | None = None, exaggeration: float = 0.5,
-                 cfg_weight: float = 0.5, temperature: float = 0.8, min_p: float = 0.05, top_p: float = 1.0,
-                 repetition_penalty: float = 1.2, seed: int | None = None, **kwargs) -> np.ndarray:
+    def generate(self, text: str, conditionals: Conditionals | None = None,
+                 params: GenerationParams | None = None, **options) -> np.ndarray:
         """24 kHz float32 audio of `text` (see `synthesize` for the details of the result)."""
-        return self.synthesize(text, conditionals, exaggeration=exaggeration, cfg_weight=cfg_weight,
-                               temperature=temperature, min_p=min_p, top_p=top_p,
-                               repetition_penalty=repetition_penalty, seed=seed, **kwargs).wav
+        return self.synthesize(text, conditionals, params, **options).wav

@@ -18,8 +18,9 @@ from . import loading_turbo
 from .audio import resample
 from .loudness import TARGET_LUFS, normalize_loudness
 from .reference import ReferenceAudioError, ReferenceClip, load_reference
-from .s3gen.s3gen import DEC_COND_LEN, S3GEN_SR, S3_SR
-from .t3 import STOP_SPEECH_TOKEN, T3Cond
+from .constants import MAX_NEW_TOKENS, MAX_SEED, S3_SR, S3GEN_SR, STOP_SPEECH_TOKEN
+from .s3gen.s3gen import DEC_COND_LEN
+from .t3 import T3Cond
 from .t3_turbo import TurboSamplingParams, s3gen_tokens
 from .tts import Conditionals
 from .watermark import Watermarker
@@ -28,9 +29,7 @@ SAMPLE_RATE = S3GEN_SR
 MIN_REFERENCE_SECONDS = 5.0     # the reference asserts a clip strictly longer than this
 T3_PROMPT_SECONDS = 15          # the reference's ENC_COND_LEN (English: 6)
 T3_PROMPT_TOKENS = 375          # 15 s of 25 Hz S3 tokens
-MAX_NEW_TOKENS = 1000           # the reference's max_gen_len: 40 s of speech
 MAX_TEXT_CHARS = 2000           # one generation; longer text is the caller's to split
-MAX_SEED = 2**53 - 1
 RANDOM_SEEDS = 2**32
 
 # Controls of the shared UI that Turbo does not use (the reference accepts and ignores them).

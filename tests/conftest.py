@@ -87,13 +87,15 @@ REAL_VOICES = REPO / "assets" / "voices"
 
 @pytest.fixture(scope="session")
 def pipeline(fake_ckpt):
-    """The whole TTS pipeline on the fake checkpoint, loaded once (~3.2 GB)."""
+    """The whole TTS pipeline on the fake checkpoint, English loaded once (~3.2 GB). The German
+    model's T3 comes from the same file (same weights, its own copy: +2 GB once requested)."""
     import torch
 
+    from models.registry import KARTOFFELBOX_REPO_ID
     from models.tts import ChatterboxTTS
 
     torch.set_grad_enabled(False)
-    return ChatterboxTTS.from_local(fake_ckpt, device="cpu")
+    return ChatterboxTTS.from_local(fake_ckpt, device="cpu", local={KARTOFFELBOX_REPO_ID: fake_ckpt / CKPT_FILES[1]})
 
 
 def replay_goldens(parity_dir: Path, stage: str, ctx):

@@ -186,3 +186,30 @@ def test_generate_in_browser(ui, app, fake_ckpt):
     # Typing the shown seed back in must reproduce this audio, so it has to be exact.
     noted_seed = re.search(r"seed (\d+)", notes_text).group(1)
     assert shown_seed == noted_seed, f"seed box shows {shown_seed}, the generation used {noted_seed}"
+
+
+def _shown(value: float) -> re.Pattern:
+    """A number input's text for `value` ("0.6", "1" or "1.0")."""
+    return re.compile(rf"^{re.escape(f'{value:g}')}(\.0*)?$")
+
+
+def test_model_picker_lists_the_registry_and_applies_each_models_settings(ui):
+    from models.params import CONTROLS
+    from models.registry import MODELS
+
+    page = ui.page
+    page.get_by_text("Advanced options").click()
+    assert {e.recommended for e in MODELS.values()} != {MODELS["english"].recommended}  # settings differ
+    for entry in [*MODELS.values(), MODELS["english"]]:  # each model, then back to the first
+        page.locator("#model input").click()
+        options = page.get_by_role("option")
+        expect(options).to_have_count(len(MODELS))
+        # (the selected option also shows a check mark on a line of its own)
+        assert [t.split("\n")[-1].strip() for t in options.all_inner_texts()] == [e.label for e in MODELS.values()]
+        options.filter(has_text=entry.label).click()
+        expect(page.locator("#model input")).to_have_value(entry.label)
+        expect(page.locator("#model-note")).to_contain_text(entry.licence)
+        for name in CONTROLS:
+            expect(page.locator(f"#{name} input[type=number]")).to_have_value(
+                _shown(getattr(entry.recommended, name)))
+    assert ui.js_errors == []

@@ -1,15 +1,14 @@
-"""Long-text chunking: sentence rules (English, German), packing limits, losslessness,
-audio joins and per-chunk seeds. Pure logic, no weights."""
+"""Long-text chunking: sentence rules (English, German), packing limits, losslessness and
+per-chunk seeds. Pure logic, no weights."""
 from __future__ import annotations
 
 import random
 
-import numpy as np
 import pytest
 
-from models.chunking import MAX_SEED, chunk_seed, join_audio, split_sentences, split_text, stitched_length
+from models.constants import MAX_GENERATOR_SEED as MAX_SEED
+from models.chunking import chunk_seed, split_sentences, split_text
 
-SR = 24_000
 
 
 def collapsed(text: str) -> str:
@@ -198,63 +197,6 @@ def test_random_texts_with_overlong_words_lose_nothing():
 
 
 # --- audio joins --------------------------------------------------------------------
-
-
-def test_join_with_pause():
-    a, b, c = np.full(100, 0.5, np.float32), np.full(50, -0.25, np.float32), np.ones(10, np.float32)
-    out = join_audio([a, b, c], SR, pause_s=0.01)
-    pause = 240
-    assert len(out) == 160 + 2 * pause == stitched_length([100, 50, 10], SR, pause_s=0.01)
-    np.testing.assert_array_equal(out[:100], a)
-    np.testing.assert_array_equal(out[100:100 + pause], 0)
-    np.testing.assert_array_equal(out[100 + pause:150 + pause], b)
-    np.testing.assert_array_equal(out[-10:], c)
-    assert out.dtype == np.float32
-
-
-def test_crossfade_reduces_length_and_is_continuous():
-    # Two overlapping windows of one sine: the crossfade must give back the original signal.
-    t = np.arange(SR) / SR
-    signal = np.sin(2 * np.pi * 220 * t).astype(np.float64)
-    fade = 480  # 20 ms
-    first, second = signal[:12_000 + fade], signal[12_000:]
-    out = join_audio([first, second], SR, pause_s=0.0, crossfade_s=fade / SR)
-    assert len(out) == len(first) + len(second) - fade == stitched_length([len(first), len(second)], SR, 0.0, fade / SR)
-    np.testing.assert_allclose(out, signal, atol=1e-12)
-    # Different levels: the join ramps, with no step larger than the level gap over the fade.
-    out = join_audio([np.ones(2000), -np.ones(2000)], SR, pause_s=0.0, crossfade_s=fade / SR)
-    assert np.abs(np.diff(out)).max() <= 2 / fade + 1e-12
-    assert len(out) == 4000 - fade
-
-
-def test_crossfade_is_limited_by_short_parts():
-    lengths = [1000, 100, 30, 2000, 0, 500]
-    parts = [np.random.default_rng(i).standard_normal(n) for i, n in enumerate(lengths)]
-    out = join_audio(parts, SR, pause_s=0.0, crossfade_s=0.05)
-    overlaps = [50, 15, 15, 0, 0]  # half of the shorter neighbour, below the 1200-sample fade
-    assert len(out) == sum(lengths) - sum(overlaps) == stitched_length(lengths, SR, 0.0, 0.05)
-
-
-def test_join_lengths_match_for_random_parts():
-    rng = random.Random(7)
-    for _ in range(50):
-        lengths = [rng.randint(0, 5000) for _ in range(rng.randint(0, 6))]
-        parts = [np.zeros(n, np.float32) for n in lengths]
-        pause, fade = rng.choice([(rng.uniform(0, 0.3), 0.0), (0.0, rng.uniform(0, 0.1))])
-        assert len(join_audio(parts, SR, pause, fade)) == stitched_length(lengths, SR, pause, fade)
-
-
-def test_join_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="not both"):
-        join_audio([np.zeros(10)], SR, pause_s=0.1, crossfade_s=0.1)
-    with pytest.raises(ValueError, match="1-D"):
-        join_audio([np.zeros((2, 10))], SR)
-    with pytest.raises(ValueError):
-        join_audio([np.zeros(10)], SR, pause_s=-1)
-    assert join_audio([], SR).shape == (0,)
-
-
-# --- seeds --------------------------------------------------------------------------
 
 
 def test_chunk_seed_is_deterministic_distinct_and_in_range():

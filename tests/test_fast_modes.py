@@ -1,6 +1,6 @@
-"""Opt-in fast modes on tiny random models: each runs, stays close to the default, and refuses
-what it cannot do (unknown names, fp16/compile on CPU, changing dtype after int8); the int8
-linear layer against its own dequantized weights."""
+"""Speed options built into tiny random models: each runs, stays close to the default, and is
+refused when it cannot run (unknown names, fp16/compile on CPU, options that do not combine,
+a second build); the int8 linear layer against its own dequantized weights."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -16,9 +16,10 @@ from models.fast_modes import (
     INT8_WEIGHT_MAX,
     RESIDUAL_GAIN,
     Int8Linear,
+    LoadOptions,
     ModeError,
-    apply_mode,
-    compile_,
+    build_s3gen,
+    build_t3,
 )
 from models.s3gen.s3gen import S3Gen
 from models.sampling import SamplingParams
@@ -44,7 +45,7 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_int8_quantizes_every_decoding_linear_and_stays_close(cond):
     model = tiny_t3()
     tokens, logits = decode(model, cond)
-    apply_mode(model, "int8")
+    build_t3(model, LoadOptions(quantize="int8"))
     assert not any(isinstance(m, nn.Linear) for m in model.tfmr.layers.modules())
     layer = model.tfmr.layers[0]
     assert all(isinstance(m, Int8Linear) for m in (layer.self_attn.qkv_proj, layer.mlp.gate_up_proj,
@@ -53,22 +54,19 @@ def test_int8_quantizes_every_decoding_linear_and_stays_close(cond):
     assert len(q_tokens) == GREEDY.max_new_tokens
     assert q_tokens[0] == tokens[0]  # later steps' top-2 gaps (down to 0.016) are below the error (0.036)
     assert min(cosine(q, f) for q, f in zip(q_logits, logits)) > 0.999  # measured 0.9999
-    with pytest.raises(ModeError, match="already quantized"):
-        apply_mode(model, "bf16")
-    with pytest.raises(ModeError, match="already quantized"):
-        apply_mode(model, "int8")
+    with pytest.raises(ModeError, match="already has a built decoding step"):
+        build_t3(model, LoadOptions(t3_dtype="bfloat16"))  # options apply once, when the model is built
 
 
-def test_int8_refuses_a_t3_that_is_not_float32():
-    model = tiny_t3()
-    apply_mode(model, "bf16")
+def test_options_that_cannot_combine_are_refused_before_building():
     with pytest.raises(ModeError, match="float32"):
-        apply_mode(model, "int8")
+        LoadOptions.from_modes("bf16+int8")
+    with pytest.raises(ModeError, match="flow_steps"):
+        LoadOptions(flow_steps=0)
 
 
 def test_int8_keeps_the_uncached_forward_working(cond):
-    model = tiny_t3()
-    apply_mode(model, "int8")
+    model = build_t3(tiny_t3(), LoadOptions(quantize="int8"))
     embeds = model.build_inputs(cond, model.frame_text(torch.arange(1, 6)), with_cfg_row=True)
     with torch.no_grad():
         oracle = model(embeds)  # Hugging Face layers, through the fused layers' output slices
@@ -104,7 +102,7 @@ def test_int8_linear_does_not_saturate_at_full_scale():
 def test_bf16_runs_in_bfloat16_and_samples_in_float32(cond):
     model = tiny_t3()
     tokens, logits = decode(model, cond)
-    apply_mode(SimpleNamespace(t3=model), "bf16")  # a pipeline-like target
+    build_t3(model, LoadOptions.from_modes("bf16"))
     assert model.dtype == torch.bfloat16 and model.tfmr.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
     b_tokens, b_logits = decode(model, cond)
     assert b_logits.dtype == torch.float32
@@ -114,50 +112,31 @@ def test_bf16_runs_in_bfloat16_and_samples_in_float32(cond):
 
 def test_gpu_only_modes_are_refused_on_cpu_without_changes():
     model = tiny_t3()
-    with pytest.raises(ModeError, match="CUDA"):
-        apply_mode(model, "fp16")
-    with pytest.raises(ModeError, match="CUDA"):
-        apply_mode(model, "compile")
-    with pytest.raises(ModeError, match="CUDA"):
-        apply_mode(model, "cuda_graph")
-    assert model.dtype == torch.float32 and "forward_cached" not in vars(model)
+    for mode in ("fp16", "compile", "cuda_graph", "fp16+cuda_graph"):
+        with pytest.raises(ModeError, match="CUDA"):
+            build_t3(model, LoadOptions.from_modes(mode))
+    assert model.dtype == torch.float32 and model.fast_step is None
 
 
-def test_unknown_mode_and_wrong_target_are_refused():
+def test_unknown_mode_is_refused_and_modes_map_to_options():
     with pytest.raises(ModeError, match="known: int8"):
-        apply_mode(tiny_t3(), "int4")
-    with pytest.raises(ModeError, match="S3Gen"):
-        apply_mode(tiny_t3(), "fewer_flow_steps")
-    assert set(FAST_MODES) == {"int8", "bf16", "fp16", "fewer_flow_steps", "compile", "cuda_graph"}
-    model = tiny_t3()
+        LoadOptions.from_modes("int4")
     with pytest.raises(ModeError, match="'int4'"):
-        apply_mode(model, "bf16+int4")  # every name is checked before any mode applies
-    assert model.dtype == torch.float32
+        LoadOptions.from_modes("bf16+int4")
+    assert set(FAST_MODES) == {"int8", "bf16", "fp16", "fewer_flow_steps", "compile", "cuda_graph"}
+    assert LoadOptions.from_modes("int8+fewer_flow_steps") == LoadOptions(quantize="int8",
+                                                                          flow_steps=FEWER_FLOW_STEPS)
+    assert LoadOptions.from_modes("") == LoadOptions() and LoadOptions().plain_t3
 
 
-def test_modes_joined_by_plus_apply_in_order():
+def test_flow_steps_are_built_into_s3gen_for_whole_decoding():
     with torch.device("meta"):
-        s3gen = S3Gen()
-    pipeline = SimpleNamespace(t3=tiny_t3(), s3gen=s3gen)
-    apply_mode(pipeline, "int8+fewer_flow_steps")
-    assert isinstance(pipeline.t3.speech_head, Int8Linear)
-    assert pipeline.s3gen.inference.keywords == {"n_timesteps": FEWER_FLOW_STEPS}
-    # A second step replacement is refused: it would wrap (or be wrapped by) the first.
-    with pytest.raises(ModeError, match="already replaced"):
-        compile_(pipeline.t3, backend="eager")
-
-
-def test_fewer_flow_steps_reaches_the_flow_solver():
-    with torch.device("meta"):
-        s3gen = S3Gen()
+        s3gen = S3Gen(n_timesteps=FEWER_FLOW_STEPS)
     steps: list[int] = []
     s3gen.flow.inference = lambda *args, n_timesteps, **kwargs: steps.append(n_timesteps) or torch.zeros(1, 80, 8)
     s3gen.mel2wav.inference = lambda mel, generator=None: torch.zeros(1, 4 * 480)
-    tokens = torch.arange(4)
-    s3gen.inference(tokens, SimpleNamespace(prompt_token=None, prompt_feat=None, embedding=None))
-    apply_mode(SimpleNamespace(s3gen=s3gen), "fewer_flow_steps")
-    s3gen.inference(tokens, SimpleNamespace(prompt_token=None, prompt_feat=None, embedding=None))
-    assert steps == [10, FEWER_FLOW_STEPS]
+    s3gen.inference(torch.arange(4), SimpleNamespace(prompt_token=None, prompt_feat=None, embedding=None))
+    assert steps == [FEWER_FLOW_STEPS]
 
 
 def test_compiled_step_is_one_graph_and_matches_eager(cond):
@@ -167,7 +146,7 @@ def test_compiled_step_is_one_graph_and_matches_eager(cond):
     tokens, logits = decode(model, cond)
     torch._dynamo.reset()
     counters.clear()
-    compile_(model, backend="eager")  # graph capture only: inductor codegen is for GPUs
+    build_t3(model, LoadOptions(compile=True), backend="eager")  # graph capture only: inductor is for GPUs
     try:
         c_tokens, c_logits = decode(model, cond)
         # Every step reuses one graph: no graph breaks, no recompiling as the cache grows.
@@ -186,7 +165,7 @@ def test_compiled_flow_estimator_matches_eager():
     noise = torch.randn(8, 2 * (6 + 10), generator=torch.Generator().manual_seed(2))
     mel = flow.inference(**inputs, noise=noise, n_timesteps=2)
     torch._dynamo.reset()
-    compile_(SimpleNamespace(s3gen=SimpleNamespace(flow=flow, device=torch.device("cpu"))), backend="eager")
+    build_s3gen(SimpleNamespace(flow=flow, device=torch.device("cpu")), LoadOptions(compile=True), backend="eager")
     try:
         compiled = flow.inference(**inputs, noise=noise, n_timesteps=2)
     finally:
@@ -200,13 +179,13 @@ def test_compiled_flow_estimator_matches_eager():
 def test_cuda_graph_steps_match_the_eager_steps(cond, dtype):
     model = tiny_t3().cuda()
     if dtype == "fp16":
-        apply_mode(model, "fp16")
+        model.half()
     cond = T3Cond(cond.speaker_emb.cuda(), cond.cond_prompt_speech_tokens.cuda(), cond.emotion_adv)
     tokens, logits = decode(model, cond)
-    apply_mode(model, "cuda_graph")
+    build_t3(model, LoadOptions(t3_dtype="float16" if dtype == "fp16" else "float32", cuda_graph=True))
     for _ in range(2):  # the second generation has a new cache: captured again
         g_tokens, g_logits = decode(model, cond)
         assert g_tokens == tokens
         tol = 1e-4 if dtype == "float32" else 2e-2
         torch.testing.assert_close(g_logits, logits, atol=tol, rtol=tol)
-    assert model.forward_cached.graph is not None  # the steps ran as a graph
+    assert model.fast_step.graph is not None  # the steps ran as a graph

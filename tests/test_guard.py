@@ -3,6 +3,7 @@ and trailing-silence trimming. Pure logic, no weights."""
 from __future__ import annotations
 
 import random
+from typing import Iterable
 
 import numpy as np
 import pytest
@@ -11,15 +12,32 @@ from models.guard import (
     MAX_NEW_TOKENS,
     S3_TOKEN_RATE,
     GuardConfig,
+    Loop,
     RunawayGuard,
     max_tokens_for_text,
-    take_until_loop,
     trim_trailing_silence,
 )
 
 CODEBOOK = 6561
 SILENCE = 4299  # the code Chatterbox pads speech with
 SR = 24_000
+
+
+def take_until_loop(tokens: Iterable[int], config: GuardConfig | None = None) -> tuple[list[int], Loop | None]:
+    """Consume a token stream until it ends or loops; a looping stream is closed and cut to
+    `keep` (what the pipeline does with T3's stream, on a plain list)."""
+    guard = RunawayGuard(config)
+    stream = iter(tokens)
+    taken: list[int] = []
+    for token in stream:
+        taken.append(int(token))
+        loop = guard.push(token)
+        if loop is not None:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+            return taken[:loop.keep], loop
+    return taken, None
 
 
 def first_loop(tokens, config=None):

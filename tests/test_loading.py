@@ -23,7 +23,9 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers.initialization import no_init_weights
 
+from conftest import CKPT_FILES
 from models import loading
+from models.registry import MODELS
 from models.loading import (
     S3GEN_TOLERATED_MISSING,
     CheckpointError,
@@ -260,10 +262,11 @@ def test_tolerated_buffers_are_read_when_present(s3_tokenizer_case):
 OFFLINE_SCRIPT = """
 import json, sys
 from models import loading
+from models.registry import MODELS
 results = []
 for expr in sys.argv[1:]:
     try:
-        results.append({"value": str(eval(expr, {"loading": loading}))})
+        results.append({"value": str(eval(expr, {"loading": loading, "MODELS": MODELS}))})
     except Exception as exc:
         results.append({"error": type(exc).__name__, "message": str(exc)})
 print(json.dumps(results))
@@ -309,25 +312,25 @@ def cached_hub(fake_ckpt, tmp_path_factory):
     """One offline run against a cache holding the base repo and two T3-only repos."""
     root = tmp_path_factory.mktemp("hub")
     cache = root / "hub-cache"
-    base = make_hub_cache(cache, loading.BASE_REPO_ID, {name: fake_ckpt / name for name in loading.BASE_FILES})
-    german = loading.MODEL_SOURCES["german"]
+    base = make_hub_cache(cache, loading.BASE_REPO_ID, {name: fake_ckpt / name for name in CKPT_FILES})
+    german = MODELS["german"].t3.files
     make_hub_cache(cache, german.repo_id, {KARTOFFEL_T3_FILE: fake_ckpt / loading.T3_FILE})
     t3 = fake_ckpt / loading.T3_FILE
     make_hub_cache(cache, BOTH_NAMES_REPO, {loading.T3_FILE: t3, KARTOFFEL_T3_FILE: t3})
-    both = f"loading.ModelSource('both', {BOTH_NAMES_REPO!r}, t3_files={german.t3_files!r})"
+    both = f"loading.HubFiles({BOTH_NAMES_REPO!r}, {german.names!r})"
     results = run_offline(cache, root / "hf-home",
-                          "loading.fetch_base_checkpoint()",
-                          "loading.fetch_t3_weights(loading.MODEL_SOURCES['german'])",
-                          f"loading.fetch_t3_weights({both})")
+                          "loading.WeightSources().path(MODELS['english'].t3.files).parent",
+                          "loading.fetch_file(MODELS['german'].t3.files)",
+                          f"loading.fetch_file({both})")
     return base, dict(zip(("base", "german", "both"), results))
 
 
-def test_fetch_base_checkpoint_returns_cached_snapshot(cached_hub, fake_ckpt):
+def test_base_files_come_from_the_cached_snapshot(cached_hub, fake_ckpt):
     snapshot, results = cached_hub
     assert "value" in results["base"], results["base"]
     folder = Path(results["base"]["value"])
     assert folder.resolve() == snapshot.resolve()
-    for name in loading.BASE_FILES:
+    for name in CKPT_FILES:
         assert (folder / name).resolve() == (fake_ckpt / name).resolve(), name
 
 
@@ -350,11 +353,11 @@ def test_empty_cache_offline_says_how_to_proceed(tmp_path):
     cache = tmp_path / "hub-cache"
     cache.mkdir()
     results = run_offline(cache, tmp_path / "hf-home",
-                          "loading.fetch_base_checkpoint()",
-                          "loading.fetch_t3_weights(loading.MODEL_SOURCES['german'])")
+                          "loading.WeightSources().path(MODELS['english'].t3.files)",
+                          "loading.fetch_file(MODELS['german'].t3.files)")
     for result in results:
         assert result.get("error") == "WeightsUnavailable", result
         assert "HF_HUB_OFFLINE" in result["message"] and "--checkpoint" in result["message"]
     assert loading.BASE_REPO_ID in results[0]["message"]
-    assert loading.MODEL_SOURCES["german"].repo_id in results[1]["message"]
+    assert MODELS["german"].t3.files.repo_id in results[1]["message"]
     assert not any(cache.iterdir()), "an offline lookup must not write into the cache"

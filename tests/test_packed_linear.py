@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.fast_modes import Int8Linear, apply_mode
+from models.fast_modes import Int8Linear, LoadOptions, build_t3
 from models.packed_linear import PackedLinear, pack_linears, packing_available, unpack_linears
 
 from test_fast_modes import GREEDY, cond, decode  # noqa: F401 (cond is a fixture)
@@ -109,7 +109,7 @@ def test_packed_t3_decodes_the_same_tokens_and_unpacks_to_the_same_weights(cond)
 def test_fast_modes_start_from_a_packed_t3(mode, cond):
     model = tiny_t3()
     pack_linears(model, under=("tfmr.layers", "speech_head"))
-    apply_mode(model, mode)
+    build_t3(model, LoadOptions.from_modes(mode))
     assert not any(isinstance(m, PackedLinear) for m in model.modules())
     if mode == "int8":
         assert isinstance(model.speech_head, Int8Linear)
@@ -120,7 +120,7 @@ def test_fast_modes_start_from_a_packed_t3(mode, cond):
 
 
 def test_loaded_t3_on_cpu_is_packed(pipeline):
-    t3 = pipeline.t3
+    t3 = pipeline.model().t3
     layers = [m for m in t3.tfmr.layers.modules() if isinstance(m, (nn.Linear, PackedLinear))]
     assert len(layers) == 7 * 30 and all(isinstance(m, PackedLinear) for m in layers)
     assert isinstance(t3.speech_head, PackedLinear) and isinstance(t3.cond_enc.spkr_enc, nn.Linear)

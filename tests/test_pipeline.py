@@ -7,7 +7,8 @@ import pytest
 import soundfile as sf
 
 from conftest import PARITY, REAL_VOICES
-from models.tts import MAX_TEXT_CHARS, SAMPLE_RATE, Conditionals
+from models.params import GenerationParams
+from models.tts import MAX_TEXT_CHARS, SAMPLE_RATE, Conditionals, LivePlayback
 
 SHORT = 12  # speech tokens per test generation: ~0.5 s of audio keeps CPU time low
 
@@ -32,21 +33,22 @@ def test_conditionals_are_immutable_and_complete(pipeline, voices):
 
 
 def test_builtin_voice_loads(pipeline):
-    assert isinstance(pipeline.builtin, Conditionals)
-    assert pipeline.builtin.gen.prompt_token.shape == (194,)
+    builtin = pipeline.model().builtin_voice
+    assert isinstance(builtin, Conditionals)
+    assert builtin.gen.prompt_token.shape == (194,)
 
 
 @pytest.mark.slow
 def test_generate_lengths_and_seed(pipeline, voices):
     a, _ = voices
-    r1 = pipeline.synthesize("Hello there.", a, seed=7, max_new_tokens=SHORT, watermark=False)
+    r1 = pipeline.synthesize("Hello there.", a, GenerationParams(seed=7), max_new_tokens=SHORT, watermark=False)
     assert r1.wav.dtype == np.float32 and r1.sample_rate == SAMPLE_RATE
     assert len(r1.wav) == 960 * r1.n_speech_tokens
     assert r1.seed == 7 and not r1.watermarked
     assert np.all(np.isfinite(r1.wav)) and np.max(np.abs(r1.wav)) <= 0.99
-    r2 = pipeline.synthesize("Hello there.", a, seed=7, max_new_tokens=SHORT, watermark=False)
+    r2 = pipeline.synthesize("Hello there.", a, GenerationParams(seed=7), max_new_tokens=SHORT, watermark=False)
     np.testing.assert_array_equal(r1.wav, r2.wav)
-    r3 = pipeline.synthesize("Hello there.", a, seed=8, max_new_tokens=SHORT, watermark=False)
+    r3 = pipeline.synthesize("Hello there.", a, GenerationParams(seed=8), max_new_tokens=SHORT, watermark=False)
     assert not np.array_equal(r1.wav[: len(r3.wav)], r3.wav[: len(r1.wav)])
 
 
@@ -56,7 +58,8 @@ def test_concurrent_requests_equal_serial_runs(pipeline, voices):
     jobs = [("The first voice speaks.", a, 11), ("Die zweite Stimme spricht.", b, 22)]
 
     def run(text, conds, seed):
-        return pipeline.synthesize(text, conds, seed=seed, max_new_tokens=SHORT, watermark=False).wav
+        return pipeline.synthesize(text, conds, GenerationParams(seed=seed), max_new_tokens=SHORT,
+                                   watermark=False).wav
 
     serial = [run(*job) for job in jobs]
     results: list = [None, None]
@@ -77,6 +80,17 @@ def test_concurrent_requests_equal_serial_runs(pipeline, voices):
     (dict(text=""), "empty"),
     (dict(text="   \n\t "), "empty"),
     (dict(text="x" * (MAX_TEXT_CHARS + 1)), "at most"),
+    (dict(model="klingon"), "unknown model"),
+    (dict(max_new_tokens=0), "max_new_tokens"),
+])
+def test_bad_arguments_raise_clear_errors(pipeline, kwargs, message):
+    args = dict(text="Hello.", max_new_tokens=1)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        pipeline.synthesize(**args)
+
+
+@pytest.mark.parametrize("kwargs,message", [
     (dict(exaggeration=3.0), "exaggeration"),
     (dict(exaggeration=float("nan")), "exaggeration"),
     (dict(cfg_weight=-0.1), "cfg_weight"),
@@ -86,13 +100,10 @@ def test_concurrent_requests_equal_serial_runs(pipeline, voices):
     (dict(repetition_penalty=0.5), "repetition_penalty"),
     (dict(seed=-1), "seed"),
     (dict(seed=1.5), "seed"),
-    (dict(model="klingon"), "unknown model"),
 ])
-def test_bad_arguments_raise_clear_errors(pipeline, kwargs, message):
-    args = dict(text="Hello.", max_new_tokens=1)
-    args.update(kwargs)
+def test_bad_generation_params_raise_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        pipeline.synthesize(**args)
+        GenerationParams(**kwargs)
 
 
 def test_bad_exaggeration_for_conditionals(pipeline):
@@ -135,7 +146,7 @@ def test_long_text_is_chunked_and_streamed_in_order(pipeline, voices):
     a, _ = voices
     text = ("This sentence is one of many. " * 12).strip() + " The last one closes the text."
     assert len(text) > CHUNK_CHARS
-    events = list(pipeline.stream(text, a, seed=5, max_new_tokens=3, watermark=False))
+    events = list(pipeline.stream(text, a, GenerationParams(seed=5), max_new_tokens=3, watermark=False))
     result = events[-1].result
     assert result is not None and result.n_chunks == 2
     audio = [e.audio for e in events[:-1]]
@@ -155,7 +166,7 @@ def test_cancel_stops_between_steps_and_keeps_partial_audio(pipeline, voices):
     cancel = th.Event()
     text = ("A sentence to speak. " * 14).strip() + " Another sentence follows here."
     events = []
-    for event in pipeline.stream(text, a, seed=9, max_new_tokens=3, watermark=False, cancel=cancel):
+    for event in pipeline.stream(text, a, GenerationParams(seed=9), max_new_tokens=3, watermark=False, cancel=cancel):
         events.append(event)
         cancel.set()  # stop as soon as the first audio exists
     result = events[-1].result
@@ -166,24 +177,48 @@ def test_cancel_stops_between_steps_and_keeps_partial_audio(pipeline, voices):
     assert 0 < len(result.wav) <= 3 * 960 + int(CHUNK_PAUSE_S * SAMPLE_RATE)
     np.testing.assert_array_equal(np.concatenate([e.audio for e in events[:-1]]), result.wav)
     # the pipeline is usable again right away
-    again = pipeline.synthesize("Short.", a, seed=9, max_new_tokens=3, watermark=False)
+    again = pipeline.synthesize("Short.", a, GenerationParams(seed=9), max_new_tokens=3, watermark=False)
     assert len(again.wav) > 0 and not again.stopped
 
 
 @pytest.mark.slow
-def test_switching_model_swaps_only_t3(pipeline, voices, fake_ckpt):
-    # A second model whose T3 file holds the same weights: same seed, same audio, and
-    # the voice encoder and S3Gen objects stay the ones already loaded.
-    a, _ = voices
-    pipeline.t3_sources["german"] = lambda: fake_ckpt / "t3_cfg.safetensors"
-    s3gen, ve = pipeline.s3gen, pipeline.voice_encoder
-    english = pipeline.synthesize("Guten Tag.", a, seed=4, max_new_tokens=3, watermark=False)
-    german = pipeline.synthesize("Guten Tag.", a, seed=4, max_new_tokens=3, watermark=False, model="german")
-    assert pipeline.model == "german"
-    assert pipeline.s3gen is s3gen and pipeline.voice_encoder is ve
-    np.testing.assert_array_equal(english.wav, german.wav)
-    pipeline.synthesize("Guten Tag.", a, seed=4, max_new_tokens=1, watermark=False, model="english")
-    assert pipeline.model == "english"
+def test_two_clients_alternating_models_share_resident_models(pipeline, voices):
+    # English and German (same T3 weights in the fake checkpoint, each its own copy): after
+    # the first request of each, both stay resident and nothing is loaded again, and two
+    # clients alternating between them get exactly the audio of serial runs.
+    a, b = voices
+    jobs = [("english", "The first client speaks.", a, 11), ("german", "Der zweite Kunde spricht.", b, 22),
+            ("english", "Then the first again.", b, 33), ("german", "Und wieder der zweite.", a, 44)]
+
+    def run(model, text, conds, seed):
+        return pipeline.synthesize(text, conds, GenerationParams(seed=seed), model=model, max_new_tokens=6,
+                                   watermark=False).wav
+
+    serial = [run(*job) for job in jobs]
+    base, german = "ResembleAI/chatterbox", "SebastianBodza/Kartoffelbox-v0.1"
+    once = {f"t3 {base}": 1, f"t3 {german}": 1, f"s3gen {base}": 1, f"voice_encoder {base}": 1,
+            f"text {base}": 1, f"builtin_voice {base}": 1}
+    assert dict(pipeline.pool.loads) == once  # shared components loaded once, for both models
+    assert set(pipeline.pool.resident) == {"english", "german"}
+    assert pipeline.model("german").s3gen is pipeline.model("english").s3gen
+    assert pipeline.model("german").t3 is not pipeline.model("english").t3
+
+    results: list = [None] * len(jobs)
+
+    def client(order):
+        for i in order:
+            results[i] = run(*jobs[i])
+
+    threads = [threading.Thread(target=client, args=(order,)) for order in ([0, 1], [3, 2])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert dict(pipeline.pool.loads) == once  # no reload
+    for got, want in zip(results, serial):
+        np.testing.assert_array_equal(got, want)
+    # Each model speaks with its own recommended settings unless told otherwise.
+    assert pipeline.entry("german").recommended == GenerationParams(temperature=0.6, cfg_weight=0.3)
 
 
 @pytest.mark.slow
@@ -192,9 +227,10 @@ def test_token_blocks_stream_the_same_tokens_in_seamless_pieces(pipeline, voices
 
     a, _ = voices
     text = "Streaming says this sentence in pieces."
-    whole = pipeline.synthesize(text, a, seed=4, max_new_tokens=40)
-    blocks = StreamConfig(first_block=16, block=8)
-    events = list(pipeline.stream(text, a, seed=4, max_new_tokens=40, token_blocks=blocks))
+    seed = GenerationParams(seed=4)
+    whole = pipeline.synthesize(text, a, seed, max_new_tokens=40)
+    blocks = LivePlayback(blocks=StreamConfig(first_block=16, block=8))
+    events = list(pipeline.stream(text, a, seed, max_new_tokens=40, live=blocks))
     result = events[-1].result
     pieces = [e for e in events[:-1] if e.audio.size]
     assert len(pieces) >= 3, [len(e.audio) for e in pieces]
@@ -218,7 +254,7 @@ def test_token_blocks_stream_the_same_tokens_in_seamless_pieces(pipeline, voices
 
     cancel = threading.Event()
     events = []
-    for event in pipeline.stream(text, a, seed=4, max_new_tokens=40, token_blocks=blocks, cancel=cancel):
+    for event in pipeline.stream(text, a, seed, max_new_tokens=40, live=blocks, cancel=cancel):
         events.append(event)
         if event.audio.size:
             cancel.set()

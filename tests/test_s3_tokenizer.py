@@ -12,7 +12,8 @@ import soundfile as sf
 import torch
 
 from models.loading import S3GEN_FILE, S3GEN_TOLERATED_MISSING, CheckpointError, load_strict, read_safetensors
-from models.s3gen.tokenizer import SPEECH_VOCAB_SIZE, S3Tokenizer, S3TokenizerConfig
+from models.constants import SPEECH_CODEBOOK_SIZE as SPEECH_VOCAB_SIZE
+from models.s3gen.tokenizer import S3Tokenizer, S3TokenizerConfig
 from conftest import replay_goldens
 from tools.parity import Context
 

@@ -5,21 +5,21 @@ from __future__ import annotations
 
 import time
 from types import SimpleNamespace
+from typing import Iterable, Iterator
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from models.s3gen.cfm import CFMConfig
 from models.s3gen.conformer import EncoderConfig
 from models.s3gen.estimator import EstimatorConfig
 from models.s3gen.flow import Flow, FlowConfig
-from models.s3gen.hift import HiFTConfig, HiFTGenerator, SourceDraws
-from models.s3gen.s3gen import ReferenceEmbedding
-from models.s3gen.streaming import (HIFT_REACH_FRAMES, StreamConfig, StreamingS3Gen, StreamingVocoder,
-                                    decode_whole, stream_s3gen)
-from models.t3 import START_SPEECH_TOKEN, STOP_SPEECH_TOKEN
+from models.s3gen.hift import HiFTConfig, HiFTGenerator, SourceDraws, apply_fade_in
+from models.s3gen.s3gen import ReferenceEmbedding, S3Gen
+from models.s3gen.streaming import HIFT_REACH_FRAMES, StreamConfig, StreamingS3Gen, StreamingVocoder, UtteranceNoise
+from models.constants import START_SPEECH_TOKEN, STOP_SPEECH_TOKEN
 
 N_FEATS, VOCAB, XVEC = 8, 50, 12
 TINY_FLOW = FlowConfig(vocab_size=VOCAB, spk_embed_dim=XVEC,
@@ -44,6 +44,41 @@ def tiny_hift() -> HiFTGenerator:
         hift.f0_predictor.classifier.bias.fill_(150.0)
     hift.fold_weight_norm()
     return hift
+
+
+def stream_s3gen(s3gen: S3Gen, tokens: Iterable[int], ref: ReferenceEmbedding,
+                 generator: torch.Generator | None = None, config: StreamConfig | None = None) -> Iterator[Tensor]:
+    """Audio pieces (1-D tensors, 24 kHz) for a stream of raw T3 speech tokens (the
+    decoder driven as the pipeline drives it, on a plain token iterator).
+
+    Tokens are pulled lazily, so pieces come out while `tokens` is still being produced.
+    Yields nothing for a stream without speech tokens. All noise is drawn from `generator`
+    before the first token is pulled; if T3 samples with a generator too, give this one
+    its own, or T3's draws (and tokens) would differ from a non-streamed run.
+    """
+    decoder = StreamingS3Gen(s3gen, ref, generator, config)
+    for token in tokens:
+        piece = decoder.push(token)
+        if piece is not None:
+            yield piece
+        if decoder.stopped:
+            break
+    rest = decoder.finish()
+    if rest.numel():
+        yield rest
+
+
+@torch.inference_mode()
+def decode_whole(s3gen: S3Gen, tokens: Tensor, ref: ReferenceEmbedding, noise: UtteranceNoise) -> Tensor:
+    """Non-streamed decode of already-filtered `tokens` with the given noise: what a stream
+    approximates (the oracle of the streaming tests)."""
+    ref = ref.to(s3gen.flow.device)
+    n_frames = s3gen.flow.config.encoder.upsample * (ref.prompt_token.numel() + tokens.numel())
+    mel = s3gen.flow.inference(tokens, ref.prompt_token, ref.prompt_feat, ref.embedding,
+                               noise=noise.flow[..., :n_frames], n_timesteps=s3gen.n_timesteps)
+    n_samples = mel.shape[1] * s3gen.mel2wav.config.samples_per_frame
+    draws = SourceDraws(noise.source.phases, noise.source.noise[..., :n_samples])
+    return apply_fade_in(s3gen.mel2wav.forward(mel[None], draws).wav[0])
 
 
 class LocalFlow(nn.Module):
@@ -82,7 +117,7 @@ def tokens(n: int, seed: int = 2) -> list[int]:
 @pytest.fixture(scope="module")
 def local_s3gen():
     torch.manual_seed(3)
-    return SimpleNamespace(flow=LocalFlow().eval(), mel2wav=tiny_hift())
+    return SimpleNamespace(flow=LocalFlow().eval(), mel2wav=tiny_hift(), n_timesteps=10)
 
 
 def run_stream(s3gen, toks, ref, config, seed=0):
@@ -220,11 +255,11 @@ def test_real_tiny_flow_streams_whole_length():
     for name, p in flow.named_parameters():
         if "pos_bias" in name:
             nn.init.normal_(p)
-    s3gen = SimpleNamespace(flow=flow, mel2wav=tiny_hift())
+    s3gen = SimpleNamespace(flow=flow, mel2wav=tiny_hift(), n_timesteps=2)  # both decodes read the steps here
     ref, toks = tiny_ref(n_prompt=6, prompt_frames=13), tokens(30)  # odd prompt mel: 2N - 1 frames
-    config = StreamConfig(first_block=15, block=5, max_tokens=30, n_timesteps=2)  # runs at 15, 20, 30
+    config = StreamConfig(first_block=15, block=5, max_tokens=30)  # runs at 15, 20, 30
     decoder, pieces, arrivals = run_stream(s3gen, toks, ref, config)
-    whole = decode_whole(s3gen, torch.tensor(toks), ref, decoder.noise, n_timesteps=2)
+    whole = decode_whole(s3gen, torch.tensor(toks), ref, decoder.noise)
     assert sum(len(p) for p in pieces) == len(whole) == (2 * 30 - 1) * 480
     assert arrivals == [15, 20, 30, None]  # the run at 30 still keeps back the look-ahead for finish
     rel = (torch.cat(pieces) - whole).pow(2).mean().sqrt() / whole.pow(2).mean().sqrt()
@@ -240,12 +275,12 @@ def test_fake_checkpoint_stream_is_seamless_and_close(fake_ckpt, parity_dir):
     from tools.parity import Context
 
     ctx = Context(fake_ckpt)
-    s3gen = SimpleNamespace(flow=ctx.s3gen_part("flow"), mel2wav=ctx.s3gen_part("mel2wav"))
+    n_steps = 3  # the schedule and joins do not depend on the Euler step count; CPU time does
+    s3gen = SimpleNamespace(flow=ctx.s3gen_part("flow"), mel2wav=ctx.s3gen_part("mel2wav"), n_timesteps=n_steps)
     gen = Conditionals.from_file(fake_ckpt / "conds.pt").gen
     ref = ReferenceEmbedding(gen.prompt_token[:25], gen.prompt_feat[:50], gen.embedding)
     toks = np.load(parity_dir / "golden" / "h_s3gen_flow.npz")["speech_tokens"].tolist()
-    n_steps = 3  # the schedule and joins do not depend on the Euler step count; CPU time does
-    config = StreamConfig(max_tokens=len(toks), n_timesteps=n_steps)
+    config = StreamConfig(max_tokens=len(toks))
 
     decoder = StreamingS3Gen(s3gen, ref, torch.Generator().manual_seed(0), config)
     t0, pieces, first_at = time.perf_counter(), [], None
@@ -256,7 +291,7 @@ def test_fake_checkpoint_stream_is_seamless_and_close(fake_ckpt, parity_dir):
             first_at = first_at or time.perf_counter() - t0
     pieces.append(decoder.finish())
     t1 = time.perf_counter()
-    whole = decode_whole(s3gen, torch.tensor(toks), ref, decoder.noise, n_timesteps=n_steps)
+    whole = decode_whole(s3gen, torch.tensor(toks), ref, decoder.noise)
     t_whole = time.perf_counter() - t1
     streamed = torch.cat(pieces)
     print(f"\nfirst piece after {first_at:.1f} s, stream {t1 - t0:.1f} s, whole decode {t_whole:.1f} s")

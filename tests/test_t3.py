@@ -25,6 +25,7 @@ from models.t3 import (
     _linear,
     drop_invalid_tokens,
 )
+from t3_oracle import generate, naive_stream_tokens
 
 TINY = T3Config(
     text_tokens_dict_size=260,  # must hold SOT (255)
@@ -130,15 +131,17 @@ def test_prefill_layout_has_double_bos_and_textless_cfg_row(tiny, cond):
     assert shapes == [(2, 34 + n + 4, TINY.hidden_size)] + [(2, 1, TINY.hidden_size)] * 2
 
 
-def test_kv_cache_decoding_equals_full_recompute(tiny, cond):
+@pytest.mark.parametrize("params", [GREEDY, SamplingParams(temperature=1.0, min_p=0.0, max_new_tokens=8),
+                                    SamplingParams(cfg_weight=0.0, max_new_tokens=6, greedy=True)])
+def test_kv_cache_decoding_equals_full_recompute(tiny, cond, params):
     runs = []
-    for use_kv_cache in (True, False):
+    for decode in (tiny.stream_tokens, lambda *args, **kwargs: naive_stream_tokens(tiny, *args, **kwargs)):
         logits: list[torch.Tensor] = []
-        tokens = list(tiny.stream_tokens(cond, text(tiny), GREEDY, use_kv_cache=use_kv_cache,
-                                         on_logits=lambda step, l: logits.append(l.clone())))
+        tokens = list(decode(cond, text(tiny), params, torch.Generator().manual_seed(3),
+                             on_logits=lambda step, l: logits.append(l.clone())))
         runs.append((tokens, torch.cat(logits)))
     (cached, cached_logits), (naive, naive_logits) = runs
-    assert len(cached) == GREEDY.max_new_tokens and cached == naive
+    assert len(cached) == params.max_new_tokens and cached == naive
     assert len(set(cached)) > 1
     torch.testing.assert_close(cached_logits, naive_logits, atol=1e-4, rtol=1e-4)
 
@@ -182,7 +185,7 @@ def test_step_at_a_position_tensor_equals_the_cached_step(tiny, cond):
         for x in steps:
             expected = tiny.forward_cached(x, plain)
             position.fill_(fixed.length)
-            got = tiny.forward_cached(x, fixed, position)
+            got = tiny.layers_cached(x, fixed, position)
             assert fixed.length == plain.length - 1  # not advanced by the step itself
             fixed.length += 1
             torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
@@ -191,7 +194,7 @@ def test_step_at_a_position_tensor_equals_the_cached_step(tiny, cond):
         torch.testing.assert_close(fixed.values[:, :, :, used], plain.values[:, :, :, used])
         assert not fixed.keys[:, :, :, plain.length:].any()  # later slots untouched
         with pytest.raises(ValueError, match="one position"):
-            tiny.forward_cached(embeds[:, :2], fixed, position)
+            tiny.layers_cached(embeds[:, :2], fixed, position)
 
 
 def test_cfg_logits_combine_both_rows(tiny, cond):
@@ -220,7 +223,7 @@ def test_same_seed_same_tokens_other_seed_differs(tiny, cond):
     params = SamplingParams(temperature=1.0, min_p=0.0, max_new_tokens=8)
 
     def run(seed: int) -> list[int]:
-        return tiny.generate(cond, text(tiny), params, torch.Generator().manual_seed(seed)).tolist()
+        return generate(tiny, cond, text(tiny), params, torch.Generator().manual_seed(seed))
 
     assert run(1) == run(1)
     assert run(1) != run(2)
@@ -244,15 +247,14 @@ def stop_takes_over(model: T3, tokens: list[int]) -> Iterator[int]:
 
 
 def test_stop_token_ends_generation_and_is_returned(tiny, cond):
-    tokens = tiny.generate(cond, text(tiny), GREEDY).tolist()
+    tokens = generate(tiny, cond, text(tiny), GREEDY)
     assert STOP_SPEECH_TOKEN not in tokens
     with stop_takes_over(tiny, tokens) as k:
-        stopped = tiny.generate(cond, text(tiny), GREEDY).tolist()
+        stopped = generate(tiny, cond, text(tiny), GREEDY)
     assert stopped == tokens[:k] + [STOP_SPEECH_TOKEN]
 
 
-@pytest.mark.parametrize("use_kv_cache", [True, False])
-def test_running_ahead_gives_the_same_tokens(tiny, cond, use_kv_cache):
+def test_running_ahead_gives_the_same_tokens(tiny, cond):
     """run_ahead (the GPU default) starts the next step before reading the token back:
     same sampled tokens; at a stop it has computed one backbone step more."""
     sampled = SamplingParams(temperature=1.0, min_p=0.0, max_new_tokens=8)
@@ -261,7 +263,7 @@ def test_running_ahead_gives_the_same_tokens(tiny, cond, use_kv_cache):
         shapes, hook = record_backbone_inputs(tiny)
         try:
             tokens = list(tiny.stream_tokens(cond, text(tiny), params, torch.Generator().manual_seed(5),
-                                             use_kv_cache=use_kv_cache, run_ahead=run_ahead))
+                                             run_ahead=run_ahead))
         finally:
             hook.remove()
         return tokens, len(shapes)

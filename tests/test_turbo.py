@@ -203,6 +203,7 @@ def test_module_names_match_checkpoint_manifests(parity_dir):
     ours = {k: list(v.shape) for k, v in s3gen.state_dict().items()}
     assert ours == {t["key"]: t["shape"] for t in manifest["tensors"]}
     assert len(ours) == 2491
+    assert s3gen.n_timesteps == 2  # the reference's n_cfm_timesteps for meanflow
 
 
 def test_strict_load_names_missing_and_unexpected_keys(tiny):

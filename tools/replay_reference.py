@@ -10,8 +10,8 @@ import torch
 
 from models.audio import resample
 from models.s3gen.campplus import CAMPPlus
-from models.s3gen.mel import S3GEN_SR, s3gen_mel
-from models.s3gen.tokenizer import S3_SR
+from models.constants import S3_SR, S3GEN_SR
+from models.s3gen.mel import s3gen_mel
 
 LOG_MEL_ATOL = 1e-4  # tokenizer log-mel and S3Gen mel: float32-exact computations
 XVECTOR_ATOL = 1e-4

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from models.sampling import SamplingParams, apply_repetition_penalty
-from models.t3 import START_SPEECH_TOKEN, STOP_SPEECH_TOKEN, T3Cond
+from models.constants import START_SPEECH_TOKEN, STOP_SPEECH_TOKEN
+from models.t3 import T3Cond
 
 ATOL_EXACT = 1e-4  # embeddings and the conditioning encoder: float rounding only
 ATOL_LOGITS = 2e-3  # after 30 layers: attention order and matmul blocking differ

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cfm import CFMConfig, ConditionalCFM
+from ..constants import SPEECH_CODEBOOK_SIZE
 from .conformer import EncoderConfig, UpsampleConformerEncoder
 from .estimator import EstimatorConfig
 
@@ -25,7 +26,7 @@ MEANFLOW_TIMESTEPS = 2  # the distilled (meanflow) decoder's steps
 class FlowConfig:
     """Token vocabulary, x-vector width and the encoder/CFM configs; F (mel bins) comes from the estimator."""
 
-    vocab_size: int = 6561        # S3 speech tokens (3^8 FSQ codes)
+    vocab_size: int = SPEECH_CODEBOOK_SIZE  # S3 speech tokens (3^8 FSQ codes)
     spk_embed_dim: int = 192      # CAMPPlus x-vector
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     cfm: CFMConfig = field(default_factory=CFMConfig)

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from ..audio import mel_filterbank
+from ..constants import S3GEN_SR
 
-S3GEN_SR = 24_000  # Hz
 N_FFT = 1920  # samples (80 ms); also the Hann window length
 HOP = 480  # samples (20 ms): 50 frames/s, two frames per 25 Hz speech token
 N_MELS = 80

@@ -18,14 +18,12 @@ from .campplus import CAMPPlus
 from .flow import Flow, FlowConfig
 from .hift import HiFTGenerator, apply_fade_in
 from .mel import s3gen_mel
-from .tokenizer import S3_SR, S3Tokenizer
+from .tokenizer import S3Tokenizer
 from ..audio import resample
+from ..constants import S3_SR, S3GEN_MEL_FRAMES_PER_TOKEN, S3GEN_SR
 
-S3GEN_SR = 24_000          # output and prompt-mel sample rate (Hz)
 MAX_REF_SECONDS = 10       # the reference prompt S3Gen conditions on
 DEC_COND_LEN = MAX_REF_SECONDS * S3GEN_SR
-MEL_FRAMES_PER_TOKEN = 2   # 25 Hz tokens, 50 Hz mel
-SAMPLES_PER_TOKEN = 960    # 40 ms at 24 kHz
 
 
 @dataclass(frozen=True)
@@ -44,15 +42,17 @@ class S3Gen(nn.Module):
     """Token-to-waveform decoder with its reference-voice front-end.
 
     `meanflow=True` builds Chatterbox-Turbo's S3Gen (`s3gen_meanflow.safetensors`): the same
-    modules plus the estimator's time-embedding mixer, decoded in 2 steps without guidance.
+    modules plus the estimator's time-embedding mixer, decoded without guidance.
+    `n_timesteps`: flow steps of every decode, whole or streamed (None: 10; meanflow 2).
     """
 
-    def __init__(self, meanflow: bool = False) -> None:
+    def __init__(self, n_timesteps: int | None = None, meanflow: bool = False) -> None:
         super().__init__()
         self.meanflow = meanflow
         self.tokenizer = S3Tokenizer()
         self.speaker_encoder = CAMPPlus()
         self.flow = Flow(FlowConfig.turbo() if meanflow else FlowConfig())
+        self.n_timesteps = self.flow.config.default_timesteps if n_timesteps is None else n_timesteps
         self.mel2wav = HiFTGenerator()
 
     @property
@@ -75,7 +75,7 @@ class S3Gen(nn.Module):
         prompt_token = self.tokenizer.tokenize(x16)
         # The mel must be exactly twice as long as the tokens; the reference only ever
         # shortens the tokens to fit (a shorter token list is left as it is).
-        n_fit = prompt_feat.shape[0] // MEL_FRAMES_PER_TOKEN
+        n_fit = prompt_feat.shape[0] // S3GEN_MEL_FRAMES_PER_TOKEN
         if prompt_token.shape[0] > n_fit:
             prompt_token = prompt_token[:n_fit]
         return ReferenceEmbedding(prompt_token, prompt_feat, embedding)
@@ -86,15 +86,11 @@ class S3Gen(nn.Module):
         speech_tokens: torch.Tensor,
         ref: ReferenceEmbedding,
         generator: torch.Generator | None = None,
-        n_timesteps: int | None = None,
     ) -> torch.Tensor:
-        """Speech tokens (N,) -> waveform (960*N,) at 24 kHz, faded in over the first 40 ms.
-
-        `n_timesteps` flow steps: 10 by default (meanflow: 2)."""
+        """Speech tokens (N,) -> waveform (960*N,) at 24 kHz, faded in over the first 40 ms."""
         if speech_tokens.numel() == 0:
             raise ValueError("no speech tokens to decode")
-        n_timesteps = self.flow.config.default_timesteps if n_timesteps is None else n_timesteps
         mel = self.flow.inference(speech_tokens.to(self.device), ref.prompt_token, ref.prompt_feat,
-                                  ref.embedding, generator=generator, n_timesteps=n_timesteps)
+                                  ref.embedding, generator=generator, n_timesteps=self.n_timesteps)
         wav = self.mel2wav.inference(mel, generator=generator)
         return apply_fade_in(wav)

@@ -15,14 +15,13 @@ attention sees the whole sequence, so frames computed early never saw later toke
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import torch
 from torch import Tensor
 
-from .hift import HiFTGenerator, SourceDraws, apply_fade_in, fade_in_envelope
+from .hift import HiFTGenerator, SourceDraws, fade_in_envelope
 from .s3gen import ReferenceEmbedding, S3Gen
-from ..t3 import SPEECH_CODEBOOK_SIZE, STOP_SPEECH_TOKEN
+from ..constants import MAX_NEW_TOKENS, SPEECH_CODEBOOK_SIZE, STOP_SPEECH_TOKEN
 
 HIFT_REACH_FRAMES = 14  # mel frames beyond which HiFT's output cannot see (receptive field 13.3)
 
@@ -35,8 +34,8 @@ class StreamConfig:
     vocoder overlap is HiFT's receptive field: a mel frame reaches 13 frames each way and
     a source sample 6403 samples (13.3 frames), so with 14 frames of context on each side
     a call's audio equals the whole-utterance vocoder's and joins need no crossfade (which
-    measured worse: it mixes in the edge-distorted audio). Fewer held-back frames cut the
-    latency and leave an error at each join (fake checkpoint: 1.8e-4 at 10, peak 0.08).
+    mixes in the edge-distorted audio). Fewer held-back frames cut the latency and leave an
+    error at each join (figures in bench/README.md).
     """
 
     # Blocks of 20, 20, 40, 80 tokens then 100 each: piece k ends 2*N_k - 20 frames into the
@@ -47,16 +46,15 @@ class StreamConfig:
     max_block: int = 100           # ... up to this
     context_frames: int = HIFT_REACH_FRAMES   # re-vocoded left context of every vocoder call
     holdback_frames: int = HIFT_REACH_FRAMES  # right-edge frames whose audio waits for the next call
-    max_tokens: int = 1000         # noise is drawn once for this many tokens (T3's limit)
-    n_timesteps: int | None = None  # flow Euler steps; None: the flow's own (10; meanflow 2)
+    max_tokens: int = MAX_NEW_TOKENS  # noise is drawn once for this many tokens (T3's limit)
 
     def __post_init__(self):
         if self.first_block < 1 or not 1 <= self.block <= self.max_block:
             raise ValueError("need first_block >= 1 and 1 <= block <= max_block")
         if self.context_frames < 0 or self.holdback_frames < 0:
             raise ValueError("context_frames and holdback_frames must be >= 0")
-        if self.max_tokens < 1 or (self.n_timesteps is not None and self.n_timesteps < 1):
-            raise ValueError("max_tokens and n_timesteps must be >= 1")
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -65,7 +63,7 @@ class UtteranceNoise:
 
     `flow` (1, F, frames) is the CFM start over prompt + tokens; `source` covers the
     whole output (H harmonics x samples). Every decode of the utterance, partial or
-    whole (`decode_whole`), uses a prefix of each, so shared frames see the same noise.
+    whole, uses a prefix of each, so shared frames see the same noise.
     """
 
     flow: Tensor
@@ -219,7 +217,7 @@ class StreamingS3Gen:
             tokens = torch.tensor(self.tokens, dtype=torch.long)
             self._mel = self.s3gen.flow.inference(tokens, self.ref.prompt_token, self.ref.prompt_feat,
                                                   self.ref.embedding, noise=self.noise.flow[..., :n_frames],
-                                                  n_timesteps=self.config.n_timesteps)
+                                                  n_timesteps=self.s3gen.n_timesteps)
             self._mel_tokens = len(self.tokens)
         stable = self._mel.shape[1] if final else max(self._committed, self._mel.shape[1] - self.lookahead_frames)
         piece = self.vocoder.push(self._mel[:, self._committed:stable], final=final)
@@ -234,37 +232,3 @@ class StreamingS3Gen:
             return piece
         n = min(piece.numel(), envelope.numel() - start)
         return torch.cat([piece[:n] * envelope[start:start + n], piece[n:]])
-
-
-def stream_s3gen(s3gen: S3Gen, tokens: Iterable[int], ref: ReferenceEmbedding,
-                 generator: torch.Generator | None = None, config: StreamConfig | None = None) -> Iterator[Tensor]:
-    """Audio pieces (1-D tensors, 24 kHz) for a stream of raw T3 speech tokens.
-
-    Tokens are pulled lazily, so pieces come out while `tokens` is still being produced.
-    Yields nothing for a stream without speech tokens. All noise is drawn from `generator`
-    before the first token is pulled; if T3 samples with a generator too, give this one
-    its own, or T3's draws (and tokens) would differ from a non-streamed run.
-    """
-    decoder = StreamingS3Gen(s3gen, ref, generator, config)
-    for token in tokens:
-        piece = decoder.push(token)
-        if piece is not None:
-            yield piece
-        if decoder.stopped:
-            break
-    rest = decoder.finish()
-    if rest.numel():
-        yield rest
-
-
-@torch.inference_mode()
-def decode_whole(s3gen: S3Gen, tokens: Tensor, ref: ReferenceEmbedding, noise: UtteranceNoise,
-                 n_timesteps: int | None = None) -> Tensor:
-    """Non-streamed decode of already-filtered `tokens` with the given noise: what a stream approximates."""
-    ref = ref.to(s3gen.flow.device)
-    n_frames = s3gen.flow.config.encoder.upsample * (ref.prompt_token.numel() + tokens.numel())
-    mel = s3gen.flow.inference(tokens, ref.prompt_token, ref.prompt_feat, ref.embedding,
-                               noise=noise.flow[..., :n_frames], n_timesteps=n_timesteps)
-    n_samples = mel.shape[1] * s3gen.mel2wav.config.samples_per_frame
-    draws = SourceDraws(noise.source.phases, noise.source.noise[..., :n_samples])
-    return apply_fade_in(s3gen.mel2wav.forward(mel[None], draws).wav[0])

@@ -13,10 +13,7 @@ import torch
 from s3tokenizer.model_v2 import ModelConfig, S3TokenizerV2
 
 from ..audio import mel_filterbank
-
-S3_SR = 16_000  # Hz, the tokenizer's input rate
-SPEECH_VOCAB_SIZE = 3**8  # 6561 FSQ codes; T3 adds start/stop ids above this range
-MEL_FRAMES_PER_TOKEN = 4  # 100 Hz mel frames -> 25 Hz tokens (two stride-2 convs)
+from ..constants import S3_SR, SPEECH_CODEBOOK_SIZE, TOKENIZER_MEL_FRAMES_PER_TOKEN
 
 
 @dataclass(frozen=True)
@@ -51,7 +48,7 @@ class S3Tokenizer(S3TokenizerV2):
                 n_audio_state=config.n_audio_state,
                 n_audio_head=config.n_audio_head,
                 n_audio_layer=config.n_audio_layer,
-                n_codebook_size=SPEECH_VOCAB_SIZE,
+                n_codebook_size=SPEECH_CODEBOOK_SIZE,
             ),
         )
         self.tokenizer_config = config
@@ -79,7 +76,7 @@ class S3Tokenizer(S3TokenizerV2):
         """
         mel = self.log_mel(wav16)
         if max_len is not None:
-            mel = mel[:, : MEL_FRAMES_PER_TOKEN * max_len]
+            mel = mel[:, : TOKENIZER_MEL_FRAMES_PER_TOKEN * max_len]
         mel_len = torch.tensor([mel.shape[-1]], device=mel.device)
         codes, code_len = self.quantize(mel[None], mel_len)
         return codes[0, : int(code_len[0])].long()

@@ -1,0 +1,171 @@
+"""The models the Space serves: one frozen `ModelEntry` per model variant.
+
+An entry says where each component's weights live on the Hub (with alternative file
+names), what the component is (T3 architecture and config, text front-end, S3Gen
+variant), how long the voice prompts are, which generation controls the model honours
+and its recommended settings. Components with equal specs (same files, same settings)
+are loaded once and shared by every resident model that names them (models/residency.py):
+the voice encoder, S3Gen, tokenizer and built-in voice of `ResembleAI/chatterbox` serve
+English and German alike. Adding a model = one entry here + the builders of any new
+component kind (models/loading.py `build_component`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .params import CONTROLS, GenerationParams
+from .t3 import T3Config
+
+BASE_REPO_ID = "ResembleAI/chatterbox"
+KARTOFFELBOX_REPO_ID = "SebastianBodza/Kartoffelbox-v0.1"
+VE_FILE = "ve.safetensors"
+T3_FILE = "t3_cfg.safetensors"
+S3GEN_FILE = "s3gen.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+CONDS_FILE = "conds.pt"
+
+
+@dataclass(frozen=True)
+class HubFiles:
+    """One component's file on the Hub: `names` are alternatives, tried in order."""
+
+    repo_id: str
+    names: tuple[str, ...]
+    gated: bool = False
+
+    def __post_init__(self):
+        if not self.names:
+            raise ValueError(f"{self.repo_id}: a component needs at least one file name")
+
+
+@dataclass(frozen=True)
+class T3Spec:
+    """T3: backbone architecture and config. `config.text_tokens_dict_size` is read from the file."""
+
+    files: HubFiles
+    architecture: str = "llama"   # "llama": Llama_520M (models/t3.py)
+    config: T3Config = field(default_factory=T3Config)
+
+
+@dataclass(frozen=True)
+class S3GenSpec:
+    """S3Gen: flow-matching steps of its decoder and whether it is the meanflow variant."""
+
+    files: HubFiles
+    flow_steps: int = 10          # Euler steps of the flow (cosine schedule)
+    meanflow: bool = False
+
+
+@dataclass(frozen=True)
+class VoiceEncoderSpec:
+    files: HubFiles
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """The text front-end: "english" is punctuation normalisation + tokenizer.json's BPE."""
+
+    files: HubFiles
+    frontend: str = "english"
+
+
+@dataclass(frozen=True)
+class BuiltinVoiceSpec:
+    """The voice used when a request brings none (`conds.pt`); optional: may be absent."""
+
+    files: HubFiles
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """How much of a reference clip each stage conditions on."""
+
+    t3_seconds: float = 6.0       # the reference's ENC_COND_LEN
+    t3_tokens: int = 150          # 6 s of 25 Hz S3 tokens
+    s3gen_seconds: float = 10.0   # the reference's DEC_COND_LEN
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model variant, as the app lists it and the pipeline loads it."""
+
+    id: str
+    label: str
+    languages: tuple[str, ...]    # ISO 639-1 codes its text front-end and chunking speak
+    t3: T3Spec
+    s3gen: S3GenSpec
+    voice_encoder: VoiceEncoderSpec
+    text: TextSpec
+    builtin_voice: BuiltinVoiceSpec | None
+    licence: str
+    prompt: PromptSpec = field(default_factory=PromptSpec)
+    controls: tuple[str, ...] = tuple(CONTROLS)   # the generation controls it honours
+    recommended: GenerationParams = field(default_factory=GenerationParams)
+    about: str = ""
+
+    def __post_init__(self):
+        unknown = [c for c in self.controls if c not in CONTROLS]
+        if unknown:
+            raise ValueError(f"{self.id}: unknown generation controls {unknown}; known: {', '.join(CONTROLS)}")
+
+    @property
+    def components(self) -> dict[str, object]:
+        """Role -> spec of every component, in loading order (the built-in voice last)."""
+        parts = {"t3": self.t3, "s3gen": self.s3gen, "voice_encoder": self.voice_encoder, "text": self.text}
+        if self.builtin_voice is not None:
+            parts["builtin_voice"] = self.builtin_voice
+        return parts
+
+    @property
+    def gated(self) -> bool:
+        return any(spec.files.gated for spec in self.components.values())
+
+    @property
+    def language(self) -> str:
+        """The language of the text front-end's sentence rules (the first listed)."""
+        return self.languages[0]
+
+
+_BASE = dict(
+    s3gen=S3GenSpec(HubFiles(BASE_REPO_ID, (S3GEN_FILE,))),
+    voice_encoder=VoiceEncoderSpec(HubFiles(BASE_REPO_ID, (VE_FILE,))),
+    text=TextSpec(HubFiles(BASE_REPO_ID, (TOKENIZER_FILE,))),
+    builtin_voice=BuiltinVoiceSpec(HubFiles(BASE_REPO_ID, (CONDS_FILE,))),
+)
+
+MODELS: dict[str, ModelEntry] = {entry.id: entry for entry in (
+    ModelEntry(
+        id="english", label="English (Chatterbox)", languages=("en",),
+        t3=T3Spec(HubFiles(BASE_REPO_ID, (T3_FILE,))), **_BASE,
+        licence="MIT (ResembleAI/chatterbox)",
+        about="Resemble AI's English Chatterbox; the reference `generate` defaults.",
+    ),
+    ModelEntry(
+        # Only T3 was fine-tuned; the repository renamed its file once, so both names are tried.
+        id="german", label="German (Kartoffelbox)", languages=("de",),
+        t3=T3Spec(HubFiles(KARTOFFELBOX_REPO_ID, (T3_FILE, "t3_kartoffelbox.safetensors"), gated=True)),
+        **_BASE,
+        licence="reported CC-BY-NC-ND (check the model card before reuse); gated: set HF_TOKEN",
+        # The model card's recommended settings (trained without emotion labels).
+        recommended=GenerationParams(temperature=0.6, cfg_weight=0.3),
+        about="Kartoffelbox v0.1: a German fine-tune of Chatterbox's T3; use a German reference voice.",
+    ),
+)}
+
+DEFAULT_MODEL = "english"
+
+
+def model_entry(model_id: str) -> ModelEntry:
+    """The entry of `model_id`; ValueError naming the known ids otherwise."""
+    try:
+        return MODELS[model_id]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown model {model_id!r}; known: {', '.join(MODELS)}") from None
+
+
+def entry_by_label(label: str) -> ModelEntry:
+    """The entry the app lists as `label`; ValueError otherwise."""
+    for entry in MODELS.values():
+        if entry.label == label:
+            return entry
+    raise ValueError(f"unknown model {label!r}; choose one of: {', '.join(e.label for e in MODELS.values())}")

@@ -1,0 +1,111 @@
+"""The Space's page: components built from the model registry, and the texts it shows.
+
+`build_demo` lays out the generation tab; its controls, their ranges and their defaults
+come from models/params.py (`CONTROLS`) and models/registry.py (each model's honoured
+controls and recommended settings, applied when the model is picked). Handlers are
+passed in, so this module holds no model state (app.py wires it). More tabs (voice
+conversion, saved voices, batch) go beside `generation_tab`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import gradio as gr
+
+from models.constants import CHUNK_CHARS, MAX_TEXT_CHARS
+from models.params import CONTROLS
+from models.registry import MODELS, ModelEntry, entry_by_label
+
+MAIN_CONTROLS = ("exaggeration", "cfg_weight")  # shown above the advanced options
+
+
+@dataclass(frozen=True)
+class Handlers:
+    """The app's functions the page calls."""
+
+    generate: Callable
+    stop: Callable
+
+
+def count_chars(text: str) -> str:
+    n = len(text or "")
+    if n > MAX_TEXT_CHARS:
+        return f"{n} / {MAX_TEXT_CHARS} characters — too long for one request"
+    parts = f" · long text is spoken in parts of up to {CHUNK_CHARS}" if n > CHUNK_CHARS else ""
+    return f"{n} / {MAX_TEXT_CHARS} characters{parts}"
+
+
+def progress_html(done: int, total: int, started: float) -> str:
+    elapsed = time.monotonic() - started
+    left = elapsed / done * (total - done) if done else None
+    eta = f" · about {left:.0f} s left" if left is not None and done < total else ""
+    return (f'<progress value="{done}" max="{total}" style="width:100%"></progress>'
+            f"<div>chunk {done} of {total} done{eta}</div>")
+
+
+def model_note(entry: ModelEntry) -> str:
+    gated = " Gated on the Hub: needs `HF_TOKEN`." if entry.gated else ""
+    return f"{entry.about} Licence: {entry.licence}.{gated}"
+
+
+def control_updates(label: str) -> list:
+    """The picked model's recommended value and visibility for every control, and its note."""
+    entry = entry_by_label(label)
+    updates = [gr.update(value=getattr(entry.recommended, name), visible=name in entry.controls)
+               for name in CONTROLS]
+    return updates + [model_note(entry)]
+
+
+def _slider(name: str, entry: ModelEntry) -> gr.Slider:
+    c = CONTROLS[name]
+    label = f"{c.label} ({c.about})" if c.about else c.label
+    return gr.Slider(c.lo, c.hi, value=getattr(entry.recommended, name), step=c.step, label=label,
+                     elem_id=name, visible=name in entry.controls)
+
+
+def generation_tab(handlers: Handlers, weights_note: str, examples: list[list], live_visible: bool) -> None:
+    first = next(iter(MODELS.values()))
+    with gr.Row():
+        with gr.Column():
+            text = gr.Textbox(label="Text to speak", value=examples[0][0], lines=4, max_lines=8, elem_id="text")
+            counter = gr.Markdown(count_chars(examples[0][0]), elem_id="char-count")
+            reference = gr.Audio(sources=["upload", "microphone"], type="filepath",
+                                 label="Reference voice (optional; the built-in voice if empty)",
+                                 elem_id="reference")
+            model = gr.Dropdown([e.label for e in MODELS.values()], value=first.label, label="Model",
+                                elem_id="model")
+            note = gr.Markdown(model_note(first), elem_id="model-note")
+            controls = {name: _slider(name, first) for name in MAIN_CONTROLS}
+            with gr.Accordion("Advanced options", open=False):
+                controls.update({name: _slider(name, first) for name in CONTROLS if name not in MAIN_CONTROLS})
+                seed = gr.Number(value=0, precision=0, label="Seed (0 = random)")
+                watermark = gr.Checkbox(value=True, label="Perth watermark (imperceptible)")
+            with gr.Row():
+                button = gr.Button("Generate", variant="primary", elem_id="generate")
+                stop = gr.Button("Stop", variant="stop", elem_id="stop")
+        with gr.Column():
+            live = gr.Audio(label="Live playback (starts while the rest is generated)", streaming=True,
+                            autoplay=True, interactive=False, elem_id="live", visible=live_visible)
+            progress = gr.HTML(elem_id="progress")
+            audio = gr.Audio(label="Full audio", type="numpy", format="wav", elem_id="output", interactive=False)
+            seed_used = gr.Number(label="Seed used", precision=0, interactive=False, elem_id="seed-used")
+            similarity = gr.Number(label="Speaker similarity", interactive=False, elem_id="similarity")
+            notes = gr.Markdown(elem_id="notes")
+    gr.Examples(examples, inputs=[text, reference])
+    sliders = [controls[name] for name in CONTROLS]
+    text.change(count_chars, text, counter, queue=False, api_visibility="private")
+    model.change(control_updates, model, sliders + [note], queue=False, api_visibility="private")
+    button.click(handlers.generate, [text, reference, *sliders, seed, watermark, model],
+                 [live, audio, seed_used, similarity, notes, progress], api_name="generate")
+    stop.click(handlers.stop, None, None, queue=False, api_name="stop")
+
+
+def build_demo(handlers: Handlers, weights_note: str, examples: list[list], live_visible: bool) -> gr.Blocks:
+    with gr.Blocks(title="Chatterbox voice cloning") as demo:
+        gr.Markdown("# Chatterbox voice cloning\nType text, give a reference voice (upload or record a few "
+                    "seconds of speech), and hear it spoken in that voice.")
+        gr.Markdown(weights_note, elem_id="weights-note")
+        generation_tab(handlers, weights_note, examples, live_visible)
+    return demo
