@@ -102,3 +102,14 @@ def sample_token(probs: torch.Tensor, generator: torch.Generator | None, greedy:
     if greedy:
         return probs.argmax(dim=-1, keepdim=True)
     return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+def top_k_filter(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Keep the `top_k` largest logits (and any tied with the k-th); remove the rest.
+
+    As Hugging Face's TopKLogitsWarper: k is capped at the vocabulary size; k <= 0 disables it.
+    """
+    if top_k <= 0:
+        return logits
+    kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, FILTERED)

@@ -51,6 +51,37 @@ def fake_ckpt(parity_dir) -> Path:
     return fake_checkpoint_dir()
 
 
+TURBO_CKPT_FILES = ("ve.safetensors", "t3_turbo_v1.safetensors", "s3gen_meanflow.safetensors", "vocab.json",
+                    "merges.txt", "added_tokens.json", "special_tokens_map.json", "tokenizer_config.json",
+                    "conds.pt")
+
+
+def fake_turbo_checkpoint_dir() -> Path:
+    """Folder holding the fake Turbo checkpoint; made on first use (~35 s, ~4 GB RAM).
+
+    Keyed by the generator's hash, like the English one, with its own folder name.
+    """
+    script = PARITY / "make_checkpoint.py"
+    digest = hashlib.sha256(script.read_bytes()).hexdigest()[:12]
+    root = Path(os.environ.get("CHATTERBOX_TEST_CACHE", Path(tempfile.gettempdir()) / "chatterbox-test-cache"))
+    out = root / f"fake-turbo-ckpt-{digest}"
+    if all((out / f).is_file() for f in TURBO_CKPT_FILES):
+        return out
+    tmp = root / f"fake-turbo-ckpt-{digest}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    subprocess.run([sys.executable, str(script), str(tmp), "--family", "turbo", "--seed", "0"], check=True)
+    shutil.copy(PARITY / "turbo" / "conds.pt", tmp / "conds.pt")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def fake_turbo_ckpt(parity_dir) -> Path:
+    return fake_turbo_checkpoint_dir()
+
+
 REAL_VOICES = REPO / "assets" / "voices"
 
 

@@ -3,7 +3,9 @@
     python tools/parity.py --checkpoint DIR FILE.npz [FILE.npz ...]
 
 Each golden file carries its own inputs; its stage is recognised by the fields it
-holds (the file name is not trusted), so unseen cases replay the same way. One line
+holds (the file name is not trusted), so unseen cases replay the same way. The model
+family (English or Turbo) is read from the checkpoint folder (Turbo: t3_turbo_v1 /
+s3gen_meanflow files) and checked against the fields of each file. One line
 is printed per compared quantity with its max abs error and tolerance, then
 `parity: N passed, M failed, K skipped`. Exit status is 1 if anything failed.
 """
@@ -41,6 +43,26 @@ STAGES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "h": (("estimator_out_step0",), "tools.replay_flow:replay_flow", "S3Gen flow"),
     "i": (("sine_noise_randn", "wav_before_fade"), "tools.replay_hift:replay_hift", "HiFT vocoder"),
     "j": (("t3_tokens_raw",), "tools.replay_e2e:replay_e2e", "end to end"),
+}
+
+# The Chatterbox-Turbo kit (parity/turbo/): same letters, its own fields and replays.
+TURBO_STAGES: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "a": (("loudness_lufs",), "tools.replay_turbo:replay_conditionals", "Turbo conditionals"),
+    "b": (("token_strings",), "tools.replay_turbo:replay_text", "Turbo text front-end"),
+    "e": (("cond_emb",), "tools.replay_turbo:replay_conditioning", "T3-Turbo conditioning"),
+    "f": (("input_embeds_tail",), "tools.replay_turbo:replay_teacher_forced", "T3-Turbo teacher forced"),
+    "g": (("tokens_generated",), "tools.replay_turbo:replay_decoding", "T3-Turbo decoding"),
+    "h": (("time_mixer_out",), "tools.replay_turbo:replay_flow", "S3Gen meanflow"),
+    "i": (("conv_post_out",), "tools.replay_hift:replay_hift", "HiFT vocoder"),
+    "j": (("norm_loudness",), "tools.replay_turbo:replay_e2e", "Turbo end to end"),
+}
+FAMILY_STAGES = {"english": STAGES, "turbo": TURBO_STAGES}
+# Fields only one family's goldens hold (stage i is the same in both: the checkpoint decides).
+FAMILY_FIELDS = {
+    "english": ("partial_embeds", "token_ids_with_sot_eot", "t3_prompt_log_mel", "campplus_fbank",
+                "perceiver_out", "input_embeds", "cfg_logits", "estimator_out_step0", "t3_tokens_raw"),
+    "turbo": ("loudness_lufs", "input_embeds_tail", "cond_emb", "tokens_generated", "time_mixer_out",
+              "norm_loudness"),
 }
 
 
@@ -110,8 +132,21 @@ class Context:
     """Loads each model component from the checkpoint on first use, once."""
 
     def __init__(self, checkpoint: Path):
+        from models.loading_turbo import is_turbo_checkpoint
+
         self.checkpoint = Path(checkpoint)
+        self.family = "turbo" if is_turbo_checkpoint(self.checkpoint) else "english"
         self._parts: dict[str, object] = {}
+
+    @cached_property
+    def turbo_tokenizer(self):
+        from models.loading_turbo import load_turbo_tokenizer
+        return load_turbo_tokenizer(self.checkpoint)
+
+    @cached_property
+    def turbo_t3(self):
+        from models.loading_turbo import load_turbo_t3
+        return load_turbo_t3(self.checkpoint)
 
     @cached_property
     def text_tokenizer(self):
@@ -130,6 +165,9 @@ class Context:
 
     @cached_property
     def s3gen(self):
+        if self.family == "turbo":
+            from models.loading_turbo import load_turbo_s3gen
+            return load_turbo_s3gen(self.checkpoint)
         from models.loading import load_s3gen
         return load_s3gen(self.checkpoint)
 
@@ -143,19 +181,34 @@ class Context:
             return getattr(self.s3gen, name)
         if name not in self._parts:
             from models.loading import S3GEN_FILE, S3GEN_TOLERATED_MISSING, load_strict, read_safetensors
+            from models.loading_turbo import TURBO_S3GEN_FILE
+            from models.s3gen.flow import FlowConfig
             module_name, class_name = S3GEN_PARTS[name]
-            part = getattr(importlib.import_module(module_name), class_name)()
-            allowed = [k[len(name) + 1:] for k in S3GEN_TOLERATED_MISSING if k.startswith(name + ".")]
-            state = read_safetensors(self.checkpoint / S3GEN_FILE, prefix=name + ".")
-            load_strict(part, state, f"{S3GEN_FILE} [{name}]", allowed_missing=allowed)
+            cls = getattr(importlib.import_module(module_name), class_name)
+            turbo = self.family == "turbo"
+            # The meanflow file is loaded strictly, as a whole: nothing may be missing.
+            part = cls(FlowConfig.turbo()) if turbo and name == "flow" else cls()
+            file = TURBO_S3GEN_FILE if turbo else S3GEN_FILE
+            tolerated = () if turbo else S3GEN_TOLERATED_MISSING
+            allowed = [k[len(name) + 1:] for k in tolerated if k.startswith(name + ".")]
+            state = read_safetensors(self.checkpoint / file, prefix=name + ".")
+            load_strict(part, state, f"{file} [{name}]", allowed_missing=allowed)
             if hasattr(part, "fold_weight_norm"):
                 part.fold_weight_norm()
             self._parts[name] = part.eval()
         return self._parts[name]
 
 
-def detect_stage(data: np.lib.npyio.NpzFile) -> str | None:
-    for letter, (markers, _, _) in STAGES.items():
+def detect_family(data: np.lib.npyio.NpzFile) -> str | None:
+    """The family whose goldens alone hold some field of this file; None if both could."""
+    for family, fields in FAMILY_FIELDS.items():
+        if any(f in data.files for f in fields):
+            return family
+    return None
+
+
+def detect_stage(data: np.lib.npyio.NpzFile, family: str = "english") -> str | None:
+    for letter, (markers, _, _) in FAMILY_STAGES[family].items():
         if all(m in data.files for m in markers):
             return letter
     return None
@@ -163,12 +216,18 @@ def detect_stage(data: np.lib.npyio.NpzFile) -> str | None:
 
 def replay_file(path: Path, ctx: Context, report: Report) -> None:
     data = np.load(path, allow_pickle=False)
-    letter = detect_stage(data)
     report.prefix = f"{path.name}: "
+    family = getattr(ctx, "family", "english")
+    file_family = detect_family(data)
+    if file_family is not None and file_family != family:
+        report.fail("family", f"a {file_family} golden needs a {file_family} checkpoint; {ctx.checkpoint} "
+                              f"holds the {family} file set")
+        return
+    letter = detect_stage(data, family)
     if letter is None:
         report.skip("?", "no known stage fields in this file")
         return
-    _, target, title = STAGES[letter]
+    _, target, title = FAMILY_STAGES[family][letter]
     module_name, func_name = target.split(":")
     try:
         try:

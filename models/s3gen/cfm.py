@@ -4,6 +4,10 @@ The mel is the end point x(1) of dx/dt = v(x, t), started from Gaussian noise x(
 Classifier-free guidance packs two rows into each estimator call: the conditional row
 and one with mu, spks and cond zeroed (x, mask and t shared); the velocity used is
 (1 + w) * v_cond - w * v_uncond.
+
+A meanflow estimator (Chatterbox-Turbo) is distilled to a few steps: linear times, no
+guidance, and each step's velocity v(x, t, r) is the mean over [t, r], so
+x(r) = x(t) + (r - t) * v(x, t, r) (spec §11.2).
 """
 from __future__ import annotations
 
@@ -22,6 +26,11 @@ class CFMConfig:
 
     inference_cfg_rate: float = 0.7   # w: v = 1.7 v_cond - 0.7 v_uncond
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
+
+
+def linear_t_span(n_timesteps: int, device=None, dtype=torch.float32) -> Tensor:
+    """n+1 equally spaced times from 0 to 1 (the meanflow schedule)."""
+    return torch.linspace(0, 1, n_timesteps + 1, device=device, dtype=dtype)
 
 
 def cosine_t_span(n_timesteps: int, device=None, dtype=torch.float32) -> Tensor:
@@ -55,6 +64,8 @@ class ConditionalCFM(nn.Module):
     def forward(self, noise: Tensor, mu: Tensor, spks: Tensor, cond: Tensor, mask: Tensor,
                 n_timesteps: int = 10, cfg_rate: float | None = None) -> Tensor:
         """Euler-integrate from `noise` (t=0) to the mel (t=1); returns (B, F, T)."""
+        if self.config.estimator.meanflow:
+            return self.meanflow_euler(noise, mu, spks, cond, mask, n_timesteps)
         w = self.config.inference_cfg_rate if cfg_rate is None else cfg_rate
         t_span = cosine_t_span(n_timesteps, device=mu.device, dtype=mu.dtype)
         padded = not bool(mask.all())
@@ -62,4 +73,17 @@ class ConditionalCFM(nn.Module):
         for t, t_next in zip(t_span[:-1], t_span[1:]):
             v_cond, v_uncond = self.estimator(**self.cfg_inputs(x, t, mu, spks, cond, mask), padded=padded).chunk(2)
             x = x + (t_next - t) * ((1.0 + w) * v_cond - w * v_uncond)
+        return x
+
+    def meanflow_euler(self, noise: Tensor, mu: Tensor, spks: Tensor, cond: Tensor, mask: Tensor,
+                       n_timesteps: int = 2) -> Tensor:
+        """Meanflow steps x <- x + (r - t) v(x, t, r) over linear times, without guidance -> (B, F, T)."""
+        t_span = linear_t_span(n_timesteps, device=mu.device, dtype=mu.dtype)
+        padded = not bool(mask.all())
+        batch = noise.shape[0]
+        x = noise
+        for t, r in zip(t_span[:-1], t_span[1:]):
+            v = self.estimator(x, mask, mu, t.reshape(1).expand(batch), spks, cond, padded=padded,
+                               r=r.reshape(1).expand(batch))
+            x = x + (r - t) * v
         return x

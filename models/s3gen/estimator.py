@@ -30,6 +30,7 @@ class EstimatorConfig:
     attention_head_dim: int = 64  # heads * head_dim = 512 != channels: q/k/v project up
     ff_mult: int = 4
     time_scale: float = 1000.0    # t in [0, 1] is scaled before the sinusoids
+    meanflow: bool = False        # Turbo's distilled decoder: conditioned on the step's end time r too
 
     @property
     def in_channels(self) -> int:
@@ -187,6 +188,23 @@ class ConditionalDecoder(nn.Module):
         self.up_blocks = nn.ModuleList([nn.ModuleList([*_stage(config, 2 * ch), CausalConv1d(ch, ch, 3)])])
         self.final_block = CausalBlock1D(ch, ch)
         self.final_proj = nn.Conv1d(ch, config.n_feats, 1)
+        if config.meanflow:
+            # Mixes the embeddings of t and r into one (Linear 2E -> E, no bias; arXiv:2510.07979 §3.3).
+            self.time_embed_mixer = nn.Linear(2 * config.time_embed_dim, config.time_embed_dim, bias=False)
+
+    def time_embedding(self, t: Tensor, r: Tensor | None = None) -> Tensor:
+        """(B,) start times (and, for meanflow, (B,) end times r) -> (B, E) embedding every block adds.
+
+        Meanflow: time_embed_mixer(concat[time_mlp(sinusoid(t)), time_mlp(sinusoid(r))]).
+        """
+        c = self.config
+        t_emb = self.time_mlp(timestep_embedding(t, c.in_channels, c.time_scale))
+        if not c.meanflow:
+            return t_emb
+        if r is None:
+            raise ValueError("a meanflow estimator needs the end time r of the step")
+        r_emb = self.time_mlp(timestep_embedding(r, c.in_channels, c.time_scale))
+        return self.time_embed_mixer(torch.cat([t_emb, r_emb], dim=1))
 
     @staticmethod
     def _run_stage(resnet: nn.Module, transformers: nn.ModuleList, x: Tensor, mask: Tensor,
@@ -197,13 +215,14 @@ class ConditionalDecoder(nn.Module):
         return x.transpose(1, 2)
 
     def forward(self, x: Tensor, mask: Tensor, mu: Tensor, t: Tensor, spks: Tensor, cond: Tensor,
-                padded: bool | None = None) -> Tensor:
+                padded: bool | None = None, r: Tensor | None = None) -> Tensor:
         """x, mu, cond (B, F, T); mask (B, 1, T); t (B,); spks (B, F) -> velocity (B, F, T).
 
         `padded`: whether any frame is masked out; None reads the mask (a host sync, which
-        the sampler avoids by checking once for all its steps).
+        the sampler avoids by checking once for all its steps). `r` (B,): the step's end
+        time, for a meanflow estimator only.
         """
-        t_emb = self.time_mlp(timestep_embedding(t, self.config.in_channels, self.config.time_scale))
+        t_emb = self.time_embedding(t, r)
         x = torch.cat([x, mu, spks[:, :, None].expand(-1, -1, x.shape[-1]), cond], dim=1)
         if padded is None:
             padded = not bool(mask.all())

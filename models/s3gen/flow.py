@@ -16,6 +16,10 @@ from torch import Tensor, nn
 from .cfm import CFMConfig, ConditionalCFM
 from ..constants import SPEECH_CODEBOOK_SIZE
 from .conformer import EncoderConfig, UpsampleConformerEncoder
+from .estimator import EstimatorConfig
+
+COSINE_TIMESTEPS = 10   # Euler steps of the English decoder
+MEANFLOW_TIMESTEPS = 2  # the distilled (meanflow) decoder's steps
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,19 @@ class FlowConfig:
     @property
     def n_feats(self) -> int:
         return self.cfm.estimator.n_feats
+
+    @property
+    def meanflow(self) -> bool:
+        return self.cfm.estimator.meanflow
+
+    @property
+    def default_timesteps(self) -> int:
+        return MEANFLOW_TIMESTEPS if self.meanflow else COSINE_TIMESTEPS
+
+    @classmethod
+    def turbo(cls) -> "FlowConfig":
+        """The meanflow flow of Chatterbox-Turbo (`s3gen_meanflow.safetensors`)."""
+        return cls(cfm=CFMConfig(estimator=EstimatorConfig(meanflow=True)))
 
 
 @dataclass(frozen=True)
@@ -67,6 +84,22 @@ class Flow(nn.Module):
     def device(self) -> torch.device:
         return self.input_embedding.weight.device
 
+    def initial_noise(self, n_frames: int, n_tokens: int, generator: torch.Generator | None = None,
+                      dtype: torch.dtype = torch.float32) -> Tensor:
+        """The sampler's start x(0), (1, F, n_frames), drawn as the reference draws it.
+
+        English: one randn over all frames. Meanflow: first randn(1, F, 2N) for the N new
+        tokens, then randn over all frames whose last 2N frames are replaced by the first draw.
+        """
+        device = generator.device if generator is not None else self.device
+        shape = (1, self.config.n_feats, n_frames)
+        if not self.config.meanflow:
+            return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        tail = torch.randn(1, self.config.n_feats, 2 * n_tokens, generator=generator, device=device, dtype=dtype)
+        noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        noise[..., n_frames - tail.shape[-1]:] = tail
+        return noise
+
     def prepare(self, speech_tokens: Tensor, prompt_token: Tensor, prompt_feat: Tensor,
                 embedding: Tensor) -> FlowInputs:
         """Encode prompt + new tokens and build the sampler's conditioning."""
@@ -93,20 +126,21 @@ class Flow(nn.Module):
         *,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
-        n_timesteps: int = 10,
+        n_timesteps: int | None = None,
         cfg_rate: float | None = None,
     ) -> Tensor:
         """Tokens (N,), prompt tokens (Tp,), prompt mel (Tm, F), x-vector (192,) -> mel (F, 2(Tp+N) - Tm).
 
         The initial noise (F, 2(Tp+N)) covers the prompt frames too. It is `noise` when
         given, else drawn on the generator's device (so a CPU seed reproduces on any
-        device). `cfg_rate` overrides the configured guidance weight.
+        device) in the reference's order (`initial_noise`). `cfg_rate` overrides the
+        configured guidance weight; `n_timesteps` defaults to 10 (meanflow: 2).
         """
         inputs = self.prepare(speech_tokens, prompt_token, prompt_feat, embedding)
         mu = inputs.mu
         if noise is None:
-            noise_device = generator.device if generator is not None else mu.device
-            noise = torch.randn(mu.shape, generator=generator, device=noise_device, dtype=mu.dtype)
+            noise = self.initial_noise(mu.shape[-1], speech_tokens.numel(), generator, mu.dtype)
         noise = noise.to(mu.device, mu.dtype).reshape(mu.shape)
+        n_timesteps = self.config.default_timesteps if n_timesteps is None else n_timesteps
         mel = self.decoder(noise, mu, inputs.spks, inputs.cond, inputs.mask, n_timesteps, cfg_rate)
         return mel[0, :, inputs.prompt_frames:]

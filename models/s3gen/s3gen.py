@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .campplus import CAMPPlus
-from .flow import Flow
+from .flow import Flow, FlowConfig
 from .hift import HiFTGenerator, apply_fade_in
 from .mel import s3gen_mel
 from .tokenizer import S3Tokenizer
@@ -39,14 +39,20 @@ class ReferenceEmbedding:
 
 
 class S3Gen(nn.Module):
-    """Token-to-waveform decoder with its reference-voice front-end."""
+    """Token-to-waveform decoder with its reference-voice front-end.
 
-    def __init__(self, n_timesteps: int = 10) -> None:
+    `meanflow=True` builds Chatterbox-Turbo's S3Gen (`s3gen_meanflow.safetensors`): the same
+    modules plus the estimator's time-embedding mixer, decoded without guidance.
+    `n_timesteps`: flow steps of every decode, whole or streamed (None: 10; meanflow 2).
+    """
+
+    def __init__(self, n_timesteps: int | None = None, meanflow: bool = False) -> None:
         super().__init__()
-        self.n_timesteps = n_timesteps  # flow Euler steps of every decode, whole or streamed
+        self.meanflow = meanflow
         self.tokenizer = S3Tokenizer()
         self.speaker_encoder = CAMPPlus()
-        self.flow = Flow()
+        self.flow = Flow(FlowConfig.turbo() if meanflow else FlowConfig())
+        self.n_timesteps = self.flow.config.default_timesteps if n_timesteps is None else n_timesteps
         self.mel2wav = HiFTGenerator()
 
     @property
