@@ -93,3 +93,84 @@ def replay_text(data, ctx, report) -> None:
         report.equal("token_ids_no_cangjie", np.array(empty.encode_text(str(data["normalized_text"]),
                                                                          language).ids, dtype=np.int64),
                      data["token_ids_no_cangjie"])
+
+
+def replay_teacher_forced_mtl(data, ctx, report) -> None:
+    """The English teacher-forced replay on the multilingual T3, plus the analyzer heads' attention."""
+    from models.multilingual.alignment import ALIGNED_HEADS, AttentionProbe
+
+    report.equal("aligned_heads", np.array(ALIGNED_HEADS, dtype=np.int64), data["aligned_heads"])
+    start, len_cond, len_text = (int(data[k]) for k in ("speech_start", "len_cond", "len_text"))
+    with AttentionProbe(ctx.t3, first_row=start) as probe:
+        replay_teacher_forced(data, ctx, report)
+        attn = probe.take()[:, :, len_cond:len_cond + len_text]
+    report.close("aligned_attn_text", _np(attn), data["aligned_attn_text"], ATOL_EXACT)
+
+
+def _inverse_cdf(draws: np.ndarray):
+    """The golden's replacement of the multinomial: smallest i with cumsum(probs)[i] > u * sum."""
+    def sample(step: int, probs: torch.Tensor) -> int:
+        cdf = np.cumsum(probs[0].double().cpu().numpy())
+        return int(np.searchsorted(cdf, float(draws[step]) * cdf[-1], side="right"))
+    return sample
+
+
+def replay_decoding(data, ctx, report) -> None:
+    from models.multilingual.alignment import AlignmentAnalyzer
+    from models.multilingual.decoding import stream_tokens
+    from models.sampling import SamplingParams
+    from models.t3 import STOP_SPEECH_TOKEN
+
+    t3 = ctx.t3
+    sampled = "uniform_draws" in data.files
+    params = SamplingParams(
+        temperature=float(data["temperature"]), repetition_penalty=float(data["repetition_penalty"]),
+        min_p=float(data["min_p"]), top_p=float(data["top_p"]), cfg_weight=float(data["cfg_weight"]),
+        max_new_tokens=int(data["max_new_tokens"]), greedy=not sampled)
+    text = torch.from_numpy(data["text_token_ids"])
+    report.equal("analyzer_text_slice", np.array([t3.config.len_cond, t3.config.len_cond + len(text)]),
+                 data["analyzer_text_slice"])
+    analyzer = AlignmentAnalyzer(len(text), STOP_SPEECH_TOKEN)
+    steps = []
+    tokens = list(stream_tokens(t3, _cond(data, float(data["exaggeration"])), text, params,
+                                sampler=_inverse_cdf(data["uniform_draws"]) if sampled else None,
+                                on_step=steps.append, analyzer=analyzer))
+    expected = np.asarray(data["tokens"], dtype=np.int64)
+    ours = np.asarray(tokens, dtype=np.int64)
+    n_common = min(len(ours), len(expected))
+    differ = np.nonzero(ours[:n_common] != expected[:n_common])[0]
+    n = int(differ[0]) + 1 if len(differ) else n_common  # steps with the golden's history
+    if len(differ):
+        print(f"{report.prefix}NOTE  first token mismatch at step {int(differ[0])}")
+    report.equal("tokens", ours, expected)
+    report.equal("hit_eos", np.asarray(bool(tokens) and tokens[-1] == STOP_SPEECH_TOKEN),
+                 np.asarray(bool(data["hit_eos"])))
+    report.close("cfg_logits", np.stack([_np(s.cfg_logits[0]) for s in steps[:n]]), data["cfg_logits"][:n],
+                 ATOL_LOGITS)
+    report.equal("kept_token_counts", np.array([int((s.probs > 0).sum()) for s in steps[:n]]),
+                 data["kept_token_counts"][:n])
+    if sampled:
+        report.close("sampled_token_prob", np.array([float(s.probs[0, s.token]) for s in steps[:n]]),
+                     data["sampled_token_prob"][:n], ATOL_EXACT)
+
+    history = analyzer.history[:n]
+    fields = {
+        "analyzer_cur_text_posn": [h.cur_text_position for h in history],
+        "analyzer_text_position": [h.text_position for h in history],
+        "analyzer_started": [h.started for h in history],
+        "analyzer_complete": [h.complete for h in history],
+        "analyzer_long_tail": [h.long_tail for h in history],
+        "analyzer_alignment_repetition": [h.alignment_repetition for h in history],
+        "analyzer_token_repetition": [h.token_repetition for h in history],
+        "analyzer_eos_suppressed": [h.stop_suppressed for h in history],
+        "analyzer_forced_eos": [h.stop_forced for h in history],
+        "analyzer_rows_per_step": [r.shape[1] for r in analyzer.head_rows[:n]],
+        "analyzer_last_token": [int(t) for t in np.concatenate([[6561], ours])[:n]],
+    }
+    for name, values in fields.items():
+        report.equal(name, np.array(values), np.asarray(data[name])[:n])
+    rows = sum(r.shape[1] for r in analyzer.head_rows[:n])
+    report.close("analyzer_alignment", analyzer.alignment[:rows].numpy(), data["analyzer_alignment"][:rows],
+                 ATOL_EXACT)
+    head_rows = torch.cat(analyzer.head_rows[:n], dim=1).transpose(0, 1).numpy()  # (rows, heads, S)
+    report.close("analyzer_head_attn_text", head_rows, data["analyzer_head_attn_text"][:rows], ATOL_EXACT)
