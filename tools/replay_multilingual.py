@@ -14,7 +14,12 @@ import torch
 from models.multilingual.text import (SENTENCE_ENDERS, CangjieTable, MultilingualTokenizer, check_language,
                                       load_kana_converter)
 from models.text_tokenizer import SPACE_TOKEN, punc_norm
+from tools.replay_reference import SOXR_TOKEN_FRACTION
 from tools.replay_t3 import ATOL_EXACT, ATOL_LOGITS, _cond, _np, replay_conditioning, replay_teacher_forced
+
+# The x-vector of a soxr-resampled voice against the reference's torchaudio-resampled one: the
+# two filters differ only above ~4 kHz (tools/replay_reference.py); the kit's voice moves it by 1.5e-4.
+XVECTOR_SOXR_ATOL = 1e-3
 
 __all__ = ["replay_text", "replay_conditioning", "replay_teacher_forced_mtl", "replay_decoding", "replay_e2e"]
 
@@ -174,3 +179,65 @@ def replay_decoding(data, ctx, report) -> None:
                  ATOL_EXACT)
     head_rows = torch.cat(analyzer.head_rows[:n], dim=1).transpose(0, 1).numpy()  # (rows, heads, S)
     report.close("analyzer_head_attn_text", head_rows, data["analyzer_head_attn_text"][:rows], ATOL_EXACT)
+
+
+def replay_e2e(data, ctx, report) -> None:
+    """Deterministic parts of `generate()`: text, the voice from ve.pt/s3gen.pt, token filtering,
+    the analyzer along the reference's own sampled tokens, and the audio length."""
+    from models.multilingual.alignment import AlignmentAnalyzer
+    from models.multilingual.decoding import stream_tokens
+    from models.multilingual.tts import SAMPLE_RATE, prepare_conditionals
+    from models.sampling import SamplingParams
+    from models.t3 import STOP_SPEECH_TOKEN, drop_invalid_tokens
+
+    language = check_language(str(data["language_id"]))
+    _same(report, "j.normalized_text", punc_norm(str(data["text"]), SENTENCE_ENDERS), str(data["normalized_text"]))
+    tok = _tokenizer(ctx, data, kana=language == "ja")
+    ids = tok.with_start_stop(tok.encode_text(str(data["normalized_text"]), language).ids)
+    report.equal("j.text_token_ids", np.array(ids, dtype=np.int64), data["text_token_ids"])
+
+    conds = prepare_conditionals(ctx.voice_encoder, ctx.s3gen, (SAMPLE_RATE, data["ref_wav_24k"]),
+                                 float(data["exaggeration"]))
+    report.close("j.conds_speaker_emb", _np(conds.t3.speaker_emb), data["conds_speaker_emb"], ATOL_EXACT)
+    # As stage c: a token may sit within float error of an FSQ rounding boundary.
+    report.equal("j.conds_cond_prompt_speech_tokens", conds.t3.cond_prompt_speech_tokens.cpu().numpy(),
+                 data["conds_cond_prompt_speech_tokens"], allowed_mismatches=1)
+    # S3Gen's 16 kHz copy of the voice: the reference resamples with torchaudio's sinc, we with soxr
+    # (tools/replay_reference.py): tokens within the soxr budget, the x-vector within its spread.
+    budget = int(SOXR_TOKEN_FRACTION * len(data["conds_prompt_token"]))
+    report.equal("j.conds_prompt_token (our soxr 16 kHz)", conds.gen.prompt_token.cpu().numpy(),
+                 data["conds_prompt_token"], allowed_mismatches=budget)
+    report.equal("j.conds_prompt_token_len", np.array([conds.gen.prompt_token.numel()]),
+                 data["conds_prompt_token_len"])
+    report.close("j.conds_prompt_feat", _np(conds.gen.prompt_feat), data["conds_prompt_feat"], ATOL_EXACT)
+    report.close("j.conds_xvector (our soxr 16 kHz)", _np(conds.gen.embedding.reshape(-1)), data["conds_xvector"],
+                 XVECTOR_SOXR_ATOL)
+
+    raw = np.asarray(data["t3_tokens_raw"], dtype=np.int64)
+    tokens = drop_invalid_tokens(torch.from_numpy(raw))
+    report.equal("j.s3gen_tokens (token filtering)", tokens.numpy(), data["s3gen_tokens"])
+
+    # The analyzer along the reference's own (RNG-dependent) tokens, fed back step by step.
+    cond = _cond({"speaker_emb": data["conds_speaker_emb"],
+                  "cond_prompt_speech_tokens": data["conds_cond_prompt_speech_tokens"]}, float(data["exaggeration"]))
+    params = SamplingParams(temperature=float(data["temperature"]), repetition_penalty=float(data["repetition_penalty"]),
+                            min_p=float(data["min_p"]), top_p=float(data["top_p"]),
+                            cfg_weight=float(data["cfg_weight"]), max_new_tokens=len(raw))
+    text = torch.from_numpy(np.asarray(data["text_token_ids"], dtype=np.int64))
+    analyzer = AlignmentAnalyzer(len(text), STOP_SPEECH_TOKEN)
+    list(stream_tokens(ctx.t3, cond, text, params, sampler=lambda step, _probs: int(raw[step]), analyzer=analyzer))
+    history = analyzer.history
+    report.equal("j.analyzer_cur_text_posn", np.array([h.cur_text_position for h in history]),
+                 data["analyzer_cur_text_posn"])
+    report.equal("j.analyzer_eos_suppressed", np.array([h.stop_suppressed for h in history]),
+                 data["analyzer_eos_suppressed"])
+    report.equal("j.analyzer_forced_eos", np.array([h.stop_forced for h in history]), data["analyzer_forced_eos"])
+
+    gen = conds.gen
+    generator = torch.Generator().manual_seed(int(data["torch_seed"]))
+    wav = ctx.s3gen.inference(tokens, gen, generator=generator).numpy()
+    expected = data["wav_before_watermark"]
+    report.equal("j.wav length (RNG-free)", np.array(len(wav)), np.array(len(expected)))
+    peak = float(np.max(np.abs(wav))) if wav.size else 0.0
+    report.equal("j.wav finite and within +-0.99", np.array(bool(np.all(np.isfinite(wav)) and peak <= 0.99)),
+                 np.array(True))
