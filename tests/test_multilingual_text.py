@@ -149,3 +149,11 @@ def test_text_goldens_every_language(parity_dir, tok):
         report.prefix = f"{path.name}: "
         replay_text(np.load(path, allow_pickle=False), _TextContext(base), report)
     assert report.failed == 0 and report.skipped == 0 and report.passed > 250, "\n".join(report.lines)
+
+
+def test_dropdown_choices_name_every_language():
+    from models.multilingual.languages import dropdown_choices
+
+    choices = dropdown_choices()
+    assert [i for _, i in choices] == list(LANGUAGE_IDS)
+    assert ("Japanese (日本語)", "ja") in choices and ("English", "en") in choices

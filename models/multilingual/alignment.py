@@ -50,8 +50,12 @@ class AttentionProbe:
         for layer, head in self.heads:
             attn = t3.tfmr.layers[layer].self_attn
             rows = slice(head * attn.head_dim, (head + 1) * attn.head_dim)
-            self._weights.append((attn.q_proj.weight[rows].detach().float().clone(),
-                                  attn.k_proj.weight[rows].detach().float().clone(), attn.scaling))
+            try:
+                wq, wk = attn.q_proj.weight[rows], attn.k_proj.weight[rows]
+            except AttributeError as exc:
+                raise ValueError("the alignment analyzer recomputes attention from the query/key weights, "
+                                 "which this T3 (e.g. a quantized speed mode) does not expose") from exc
+            self._weights.append((wq.detach().float().clone(), wk.detach().float().clone(), attn.scaling))
         self._keys: list[torch.Tensor | None] = [None] * len(self.heads)
         self._rows: list[list[torch.Tensor]] = [[] for _ in self.heads]
         self._handles = []

@@ -104,6 +104,12 @@ ACCENT_NOTE = (
 )
 
 
+def dropdown_choices() -> list[tuple[str, str]]:
+    """(label, id) pairs for a language dropdown, e.g. ("Japanese (日本語)", "ja"), in id order."""
+    return [(lang.name if lang.name == lang.native_name else f"{lang.name} ({lang.native_name})", lang.id)
+            for lang in LANGUAGES.values()]
+
+
 def get_language(language_id: str) -> Language:
     """The language with this id (case-insensitive); ValueError naming the 23 ids otherwise."""
     key = language_id.lower() if isinstance(language_id, str) else language_id
