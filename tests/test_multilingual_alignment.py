@@ -178,3 +178,30 @@ def test_defaults_and_codebook_only_tokens_for_s3gen():
     assert DEFAULT_PARAMS.temperature == 0.8 and DEFAULT_PARAMS.min_p == 0.05 and DEFAULT_PARAMS.top_p == 1.0
     # The reference passes ids >= 6561 on to S3Gen (which fails on them); they are dropped here.
     assert drop_invalid_tokens([START_SPEECH_TOKEN, 5, 6563, 7, 8000, STOP_SPEECH_TOKEN, 9]).tolist() == [5, 7]
+
+
+@torch.no_grad()
+def test_interleaved_generations_do_not_see_each_others_attention(t3):
+    params = SamplingParams(max_new_tokens=8, greedy=True, repetition_penalty=2.0)
+    texts = [TEXT, torch.tensor([255, 30, 31, 32, 33, 34, 35, 36, 37, 38, 0])]
+
+    def start(text):
+        analyzer = AlignmentAnalyzer(len(text), STOP_SPEECH_TOKEN)
+        return stream_tokens(t3, _cond(), text, params, analyzer=analyzer), analyzer
+
+    alone = []
+    for text in texts:
+        stream, analyzer = start(text)
+        alone.append((list(stream), analyzer.alignment))
+    started = [start(text) for text in texts]
+    running = {i: stream for i, (stream, _) in enumerate(started)}
+    tokens: dict[int, list[int]] = {0: [], 1: []}
+    while running:  # one step of each in turn: their passes interleave on the shared model
+        for i in list(running):
+            try:
+                tokens[i].append(next(running[i]))
+            except StopIteration:
+                del running[i]
+    for i, (stream, analyzer) in enumerate(started):
+        assert tokens[i] == alone[i][0]
+        torch.testing.assert_close(analyzer.alignment, alone[i][1])

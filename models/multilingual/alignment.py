@@ -14,7 +14,10 @@ head's query and key are recomputed (RoPE included) and its softmax row is forme
 """
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
@@ -30,12 +33,19 @@ REPEAT_HEAD_TOKENS = 5       # columns before the last 5 ...
 REPEAT_MASS = 5.0            # ... whose row maxima sum above this after completion: a repetition
 MIN_TEXT_FOR_SUPPRESSION = 5  # the stop token is suppressed only for texts longer than this
 
+# Hooks belong to the shared model: passes of concurrent generations on one T3 take turns, so
+# that a probe only ever sees its own generation's passes.
+_PASS_LOCKS: "weakref.WeakKeyDictionary[torch.nn.Module, threading.Lock]" = weakref.WeakKeyDictionary()
+_PASS_LOCKS_GUARD = threading.Lock()
+R = TypeVar("R")
+
 
 class AttentionProbe:
     """Attention rows of chosen (layer, head) pairs, batch row 0, while T3 runs.
 
-    Use as a context manager around the passes of one generation: the prefill (T > 1
-    positions from 0, rows from `first_row` on are kept) and then one position per step.
+    Run each pass of one generation through `run` (or, single-threaded, inside `with probe:`):
+    the prefill (T > 1 positions from 0, rows from `first_row` on are kept), then one
+    position per step.
     `take()` returns the rows gathered since the last call, (heads, rows, positions so far).
     The probe keeps its own keys of the probed heads (post-RoPE), so it does not depend on
     how the backbone caches. Works wherever `input_layernorm` runs as a module call (not
@@ -59,6 +69,13 @@ class AttentionProbe:
         self._keys: list[torch.Tensor | None] = [None] * len(self.heads)
         self._rows: list[list[torch.Tensor]] = [[] for _ in self.heads]
         self._handles = []
+
+    def run(self, forward: Callable[..., R], *args) -> R:
+        """`forward(*args)` with the hooks in place, alone on this model (see _PASS_LOCKS)."""
+        with _PASS_LOCKS_GUARD:
+            lock = _PASS_LOCKS.setdefault(self.t3, threading.Lock())
+        with lock, self:
+            return forward(*args)
 
     def __enter__(self) -> "AttentionProbe":
         for i, (layer, _) in enumerate(self.heads):

@@ -70,31 +70,31 @@ def stream_tokens(
     positions = t3.speech_pos_emb.emb.weight
     seen = torch.full((1, p.max_new_tokens + 1), START_SPEECH_TOKEN, dtype=torch.long, device=t3.device)
 
-    with AttentionProbe(t3, first_row=len_cond + len_text) as probe:
-        # Prefill: conditioning, text and both start tokens; the last token is never fed back.
-        cache = KVCache(t3, batch, capacity=prompt_length + p.max_new_tokens - 1)
-        hidden = t3.forward_cached(embeds, cache)
-        for step in range(p.max_new_tokens):
-            logits = t3.speech_head(hidden[:, -1:])[:, 0].float()  # (B, V)
-            if use_cfg:
-                logits = logits[0:1] + p.cfg_weight * (logits[0:1] - logits[1:2])
-            cfg_logits = logits
-            logits = analyzer.step(probe.take()[:, :, text_columns], logits, int(seen[0, step]))
+    probe = AttentionProbe(t3, first_row=len_cond + len_text)
+    # Prefill: conditioning, text and both start tokens; the last token is never fed back.
+    cache = KVCache(t3, batch, capacity=prompt_length + p.max_new_tokens - 1)
+    hidden = probe.run(t3.forward_cached, embeds, cache)
+    for step in range(p.max_new_tokens):
+        logits = t3.speech_head(hidden[:, -1:])[:, 0].float()  # (B, V)
+        if use_cfg:
+            logits = logits[0:1] + p.cfg_weight * (logits[0:1] - logits[1:2])
+        cfg_logits = logits
+        logits = analyzer.step(probe.take()[:, :, text_columns], logits, int(seen[0, step]))
 
-            logits = apply_repetition_penalty(logits, seen[:, : step + 1], p.repetition_penalty)  # start included
-            logits = apply_temperature(logits, p.temperature)
-            logits = min_p_filter(logits, p.min_p)
-            logits = top_p_filter(logits, p.top_p)
-            probs = logits.softmax(dim=-1)
-            if sampler is not None:
-                token = int(sampler(step, probs))
-            else:
-                token = int(sample_token(probs, generator, greedy=p.greedy))
-            if on_step is not None:
-                on_step(DecodingStep(step, cfg_logits, analyzer.history[-1], probs, token))
-            seen[0, step + 1] = token
-            yield token
-            if token == STOP_SPEECH_TOKEN or step + 1 == p.max_new_tokens:
-                return
-            step_embeds = (t3.speech_emb.weight[token] + positions[step + 1]).expand(batch, 1, -1)  # (B, 1, C)
-            hidden = t3.forward_cached(step_embeds, cache)
+        logits = apply_repetition_penalty(logits, seen[:, : step + 1], p.repetition_penalty)  # start included
+        logits = apply_temperature(logits, p.temperature)
+        logits = min_p_filter(logits, p.min_p)
+        logits = top_p_filter(logits, p.top_p)
+        probs = logits.softmax(dim=-1)
+        if sampler is not None:
+            token = int(sampler(step, probs))
+        else:
+            token = int(sample_token(probs, generator, greedy=p.greedy))
+        if on_step is not None:
+            on_step(DecodingStep(step, cfg_logits, analyzer.history[-1], probs, token))
+        seen[0, step + 1] = token
+        yield token
+        if token == STOP_SPEECH_TOKEN or step + 1 == p.max_new_tokens:
+            return
+        step_embeds = (t3.speech_emb.weight[token] + positions[step + 1]).expand(batch, 1, -1)  # (B, 1, C)
+        hidden = probe.run(t3.forward_cached, step_embeds, cache)
