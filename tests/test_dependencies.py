@@ -7,7 +7,7 @@ import pytest
 
 @pytest.mark.parametrize("name", [
     "torch", "torchaudio", "transformers", "tokenizers", "safetensors", "huggingface_hub",
-    "s3tokenizer", "resemblyzer", "perth", "soundfile", "soxr", "librosa", "gradio", "spaces",
+    "s3tokenizer", "resemblyzer", "perth", "soundfile", "soxr", "librosa", "gradio", "spaces", "pykakasi",
 ])
 def test_imports(name):
     importlib.import_module(name)

@@ -36,6 +36,15 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "i": ("conv_post_out", "tools.replay_hift:replay_hift", "HiFT vocoder"),
     "j": ("t3_tokens_raw", "tools.replay_e2e:replay_e2e", "end to end"),
 }
+# Stages whose multilingual goldens differ from the English ones, recognised by a field only
+# they hold (checked first). The other stages are shared modules: the same replay serves both.
+MULTILINGUAL_STAGES: dict[str, tuple[str, str, str]] = {
+    "b": ("preprocessed_text", "tools.replay_multilingual:replay_text", "multilingual text front-end"),
+    "f": ("aligned_attn_text", "tools.replay_multilingual:replay_teacher_forced_mtl",
+          "multilingual T3 teacher forced"),
+    "g": ("analyzer_alignment", "tools.replay_multilingual:replay_decoding", "multilingual T3 decode + analyzer"),
+    "j": ("conds_speaker_emb", "tools.replay_multilingual:replay_e2e", "multilingual end to end"),
+}
 
 
 # S3Gen submodule name (= key prefix in s3gen.safetensors) -> class built with its defaults
@@ -101,31 +110,43 @@ class Report:
 
 
 class Context:
-    """Loads each model component from the checkpoint on first use, once."""
+    """Loads each model component from the checkpoint on first use, once.
+
+    The checkpoint's family (English or multilingual) is recognised by its files.
+    """
 
     def __init__(self, checkpoint: Path):
         self.checkpoint = Path(checkpoint)
         self._parts: dict[str, object] = {}
 
     @cached_property
+    def family(self) -> str:
+        from models.multilingual.loading import is_multilingual_checkpoint
+        return "multilingual" if is_multilingual_checkpoint(self.checkpoint) else "english"
+
+    @cached_property
+    def _loading(self):
+        if self.family == "multilingual":
+            return importlib.import_module("models.multilingual.loading")
+        return importlib.import_module("models.loading")
+
+    @cached_property
     def text_tokenizer(self):
-        from models.loading import load_text_tokenizer
-        return load_text_tokenizer(self.checkpoint)
+        if self.family == "multilingual":
+            return self._loading.load_tokenizer(self.checkpoint, optional_packages=False)
+        return self._loading.load_text_tokenizer(self.checkpoint)
 
     @cached_property
     def voice_encoder(self):
-        from models.loading import load_voice_encoder
-        return load_voice_encoder(self.checkpoint)
+        return self._loading.load_voice_encoder(self.checkpoint)
 
     @cached_property
     def t3(self):
-        from models.loading import load_t3
-        return load_t3(self.checkpoint)
+        return self._loading.load_t3(self.checkpoint)
 
     @cached_property
     def s3gen(self):
-        from models.loading import load_s3gen
-        return load_s3gen(self.checkpoint)
+        return self._loading.load_s3gen(self.checkpoint)
 
     def s3gen_part(self, name: str):
         """One S3Gen submodule (`tokenizer`, `speaker_encoder`, `flow`, `mel2wav`).
@@ -133,7 +154,7 @@ class Context:
         Taken from the whole S3Gen when that is loaded already; otherwise only that
         part's tensors are read, so a single stage replays without the rest.
         """
-        if "s3gen" in self.__dict__:
+        if "s3gen" in self.__dict__ or self.family == "multilingual":  # s3gen.pt is read whole
             return getattr(self.s3gen, name)
         if name not in self._parts:
             from models.loading import S3GEN_FILE, S3GEN_TOLERATED_MISSING, load_strict, read_safetensors
@@ -148,21 +169,32 @@ class Context:
         return self._parts[name]
 
 
-def detect_stage(data: np.lib.npyio.NpzFile) -> str | None:
+def detect_stage(data: np.lib.npyio.NpzFile) -> tuple[str, str] | None:
+    """(stage letter, family of the golden: "multilingual", or "" for an English or shared stage)."""
+    for letter, (marker, _, _) in MULTILINGUAL_STAGES.items():
+        if marker in data.files:
+            return letter, "multilingual"
     for letter, (marker, _, _) in STAGES.items():
         if marker in data.files:
-            return letter
+            return letter, ""
     return None
 
 
 def replay_file(path: Path, ctx: Context, report: Report) -> None:
     data = np.load(path, allow_pickle=False)
-    letter = detect_stage(data)
+    detected = detect_stage(data)
     report.prefix = f"{path.name}: "
-    if letter is None:
+    if detected is None:
         report.skip("?", "no known stage fields in this file")
         return
-    _, target, title = STAGES[letter]
+    letter, family = detected
+    _, target, title = (MULTILINGUAL_STAGES if family else STAGES)[letter]
+    # Stages the families share replay on either checkpoint; the others need their own.
+    golden_family = family or ("english" if letter in MULTILINGUAL_STAGES else ctx.family)
+    if golden_family != ctx.family:
+        report.fail(f"{letter} {title}", f"a golden of the {golden_family} model, but the checkpoint "
+                                         f"{ctx.checkpoint} is {ctx.family}")
+        return
     module_name, func_name = target.split(":")
     try:
         try:
