@@ -53,14 +53,12 @@ def stream_tokens(
 ) -> Iterator[int]:
     """Yield speech tokens one by one; the last is STOP_SPEECH_TOKEN if it was produced.
 
-    `text_tokens` (n,) with SOT/EOT (`T3.frame_text`). `sampler` replaces the multinomial
+    Runs T3's eager step (`forward_cached`), never a built fast step (CUDA graph, compiled):
+    the analyzer reads attention inside the layers. `text_tokens` (n,) with SOT/EOT (`T3.frame_text`). `sampler` replaces the multinomial
     draw (replays use recorded draws); `on_step` sees every step; `analyzer` (a fresh
     one per call by default) can be passed in to read its alignment afterwards. Guidance off
     (`cfg_weight` 0) runs one row, which gives the reference's conditional row.
     """
-    if "forward_cached" in vars(t3):  # int8, compile and cuda_graph replace the step (models/fast_modes.py)
-        raise ValueError("the multilingual model's alignment analyzer reads attention inside T3's layers, "
-                         "which a replaced decoding step (int8, compile, cuda_graph) hides; load T3 without it")
     p = params
     use_cfg = p.cfg_weight > 0
     embeds = t3.build_inputs(cond, text_tokens, with_cfg_row=use_cfg)  # (B, L, C)

@@ -78,11 +78,12 @@ def load_s3gen(ckpt_dir: str | Path, device: str | torch.device = "cpu"):
     return model.to(device).eval()
 
 
-def load_t3(ckpt_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-    """The multilingual T3 (strict; CheckpointError if its text vocabulary is not 2454)."""
+def load_t3(ckpt_dir: str | Path, device: str | torch.device = "cpu", options=None):
+    """The multilingual T3 (strict; CheckpointError if its text vocabulary is not 2454), built
+    with the speed `options` (models/fast_modes.LoadOptions; int8 hides what the analyzer reads)."""
     path = Path(ckpt_dir)
     path = path / T3_FILE if path.is_dir() else path
-    model = loading.load_t3(path, device=device, dtype=dtype)
+    model = loading.load_t3(path, device=device, options=options)
     if model.config.text_tokens_dict_size != TEXT_VOCAB_SIZE:
         raise CheckpointError(f"{path.name}: text vocabulary {model.config.text_tokens_dict_size}, "
                               f"the multilingual T3 has {TEXT_VOCAB_SIZE}")

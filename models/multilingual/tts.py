@@ -26,8 +26,10 @@ from ..reference import ReferenceClip, load_reference
 from ..s3gen.s3gen import S3GEN_SR, S3_SR
 from ..sampling import SamplingParams
 from ..t3 import STOP_SPEECH_TOKEN, T3Cond, drop_invalid_tokens
-from ..tts import (CHUNK_PAUSE_S, EXAGGERATION_RANGE, MAX_NEW_TOKENS, RANDOM_SEEDS, T3_PROMPT_SECONDS, T3_PROMPT_TOKENS,
-                   Conditionals, check_generation_args)
+from ..constants import MAX_NEW_TOKENS
+from ..params import GenerationParams, check_text
+from ..registry import PromptSpec
+from ..tts import CHUNK_PAUSE_S, RANDOM_SEEDS, Conditionals
 from ..watermark import Watermarker
 from . import loading
 from .chunking import max_tokens_for, split_text
@@ -36,6 +38,7 @@ from .languages import ACCENT_NOTE, LANGUAGES
 from .text import MultilingualText, MultilingualTokenizer, check_language
 
 SAMPLE_RATE = S3GEN_SR
+PROMPT = PromptSpec()  # the English prompt lengths: T3 6 s (150 tokens), S3Gen 10 s
 
 
 @dataclass(frozen=True)
@@ -85,14 +88,12 @@ def prepare_conditionals(voice_encoder, s3gen, audio, exaggeration: float = DEFA
     As the reference's `prepare_conditionals`: speaker embedding of the whole clip at 16 kHz,
     T3 prompt = S3 tokens of its first 6 s (<= 150), S3Gen embedding of its first 10 s.
     """
-    lo, hi = EXAGGERATION_RANGE
-    if not lo <= exaggeration <= hi:
-        raise ValueError(f"exaggeration must be in [{lo}, {hi}], got {exaggeration!r}")
+    GenerationParams(exaggeration=exaggeration)  # the one place values are checked
     clip = audio if isinstance(audio, ReferenceClip) else load_reference(audio)
     device = s3gen.device
     wav16 = resample(clip.wav, SAMPLE_RATE, S3_SR)
-    prompt16 = torch.from_numpy(wav16[: T3_PROMPT_SECONDS * S3_SR]).to(device)
-    prompt_tokens = s3gen.tokenizer.tokenize(prompt16, max_len=T3_PROMPT_TOKENS)
+    prompt16 = torch.from_numpy(wav16[: int(PROMPT.t3_seconds * S3_SR)]).to(device)
+    prompt_tokens = s3gen.tokenizer.tokenize(prompt16, max_len=PROMPT.t3_tokens)
     speaker = voice_encoder.embed_utterance(wav16)
     t3 = T3Cond(speaker.reshape(1, -1).float().to(device), prompt_tokens.reshape(1, -1).to(device),
                 float(exaggeration))
@@ -164,7 +165,9 @@ class MultilingualTTS:
         language = check_language(language)
         if not language:
             raise ValueError("choose a language")
-        check_generation_args(text, exaggeration, cfg_weight, temperature, min_p, top_p, repetition_penalty, seed)
+        check_text(text)
+        GenerationParams(exaggeration=exaggeration, cfg_weight=cfg_weight, temperature=temperature, min_p=min_p,
+                         top_p=top_p, repetition_penalty=repetition_penalty, seed=seed)
         if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
             raise ValueError(f"max_new_tokens must be in [1, {MAX_NEW_TOKENS}], got {max_new_tokens!r}")
         if conditionals is None:
