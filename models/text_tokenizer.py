@@ -35,11 +35,12 @@ _PUNCTUATION_REPLACEMENTS = (
 _SENTENCE_ENDERS = (".", "!", "?", "-", ",")
 
 
-def punc_norm(text: str) -> str:
+def punc_norm(text: str, sentence_enders: tuple[str, ...] = _SENTENCE_ENDERS) -> str:
     """The reference punctuation clean-up, step for step.
 
-    Unlike the reference, which speaks a canned sentence for empty input, empty or
-    whitespace-only text raises ValueError.
+    Text not ending with one of `sentence_enders` gets a "." appended (the multilingual
+    model passes its longer list). Unlike the reference, which speaks a canned sentence
+    for empty input, empty or whitespace-only text raises ValueError.
     """
     if not text.split():
         raise ValueError("text is empty: there is nothing to speak")
@@ -50,7 +51,7 @@ def punc_norm(text: str) -> str:
     for old, new in _PUNCTUATION_REPLACEMENTS:
         text = text.replace(old, new)
     text = text.rstrip(" ")
-    if not text.endswith(_SENTENCE_ENDERS):
+    if not text.endswith(sentence_enders):
         text += "."
     return text
 

@@ -115,3 +115,34 @@ def replay_goldens(parity_dir: Path, stage: str, ctx):
             replay_file(path, ctx, report)
     assert report.failed == 0 and report.skipped == 0 and report.passed > 0, "\n".join(report.lines)
     return report
+
+
+MTL_CKPT_FILES = ("ve.pt", "t3_mtl23ls_v2.safetensors", "s3gen.pt", "grapheme_mtl_merged_expanded_v1.json",
+                  "Cangjie5_TC.json", "conds.pt")
+
+
+def fake_multilingual_checkpoint_dir() -> Path:
+    """Folder holding the fake multilingual checkpoint; made on first use (~20 s, ~4.5 GB RAM).
+
+    Keyed by the hash of both generator scripts (the multilingual one imports the English rules).
+    """
+    scripts = (PARITY / "make_checkpoint.py", PARITY / "multilingual" / "make_checkpoint_mtl.py")
+    digest = hashlib.sha256(b"".join(s.read_bytes() for s in scripts)).hexdigest()[:12]
+    root = Path(os.environ.get("CHATTERBOX_TEST_CACHE", Path(tempfile.gettempdir()) / "chatterbox-test-cache"))
+    out = root / f"fake-mtl-ckpt-{digest}"
+    if all((out / f).is_file() for f in MTL_CKPT_FILES):
+        return out
+    tmp = root / f"fake-mtl-ckpt-{digest}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    subprocess.run([sys.executable, str(scripts[0]), str(tmp), "--family", "multilingual", "--seed", "0"],
+                   check=True)
+    shutil.copy(PARITY / "conds.pt", tmp / "conds.pt")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def fake_mtl_ckpt(parity_dir) -> Path:
+    return fake_multilingual_checkpoint_dir()

@@ -8,7 +8,7 @@ import pytest
 @pytest.mark.parametrize("name", [
     "torch", "torchaudio", "transformers", "tokenizers", "safetensors", "huggingface_hub",
     "s3tokenizer", "resemblyzer", "perth", "soundfile", "soxr", "librosa", "gradio", "spaces", "num2words",
-    "pyloudnorm", "matplotlib", "filelock", "mcp",
+    "pyloudnorm", "matplotlib", "filelock", "mcp", "pykakasi",
 ])
 def test_imports(name):
     importlib.import_module(name)

@@ -56,14 +56,24 @@ TURBO_STAGES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "i": (("conv_post_out",), "tools.replay_hift:replay_hift", "HiFT vocoder"),
     "j": (("norm_loudness",), "tools.replay_turbo:replay_e2e", "Turbo end to end"),
 }
-FAMILY_STAGES = {"english": STAGES, "turbo": TURBO_STAGES}
-# Fields only one family's goldens hold (stage i is the same in both: the checkpoint decides).
-FAMILY_FIELDS = {
-    "english": ("partial_embeds", "token_ids_with_sot_eot", "t3_prompt_log_mel", "campplus_fbank",
-                "perceiver_out", "input_embeds", "cfg_logits", "estimator_out_step0", "t3_tokens_raw"),
-    "turbo": ("loudness_lufs", "input_embeds_tail", "cond_emb", "tokens_generated", "time_mixer_out",
-              "norm_loudness"),
+# The multilingual kit (parity/multilingual/): the stages whose goldens differ from the English
+# ones, recognised by a field only they hold (checked first); the other stages are shared
+# modules (voice encoder, S3 tokenizer, S3Gen, T3 conditioning) and replay as English ones.
+MULTILINGUAL_STAGES: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "b": (("preprocessed_text",), "tools.replay_multilingual:replay_text", "multilingual text front-end"),
+    "f": (("aligned_attn_text",), "tools.replay_multilingual:replay_teacher_forced_mtl",
+          "multilingual T3 teacher forced"),
+    "g": (("analyzer_alignment",), "tools.replay_multilingual:replay_decoding", "multilingual T3 decode + analyzer"),
+    "j": (("conds_speaker_emb",), "tools.replay_multilingual:replay_e2e", "multilingual end to end"),
 }
+SHARED_WITH_MULTILINGUAL = ("a", "c", "d", "e", "h", "i")
+FAMILY_STAGES = {
+    "english": STAGES,
+    "turbo": TURBO_STAGES,
+    "multilingual": {**MULTILINGUAL_STAGES, **{k: STAGES[k] for k in SHARED_WITH_MULTILINGUAL}},
+}
+TURBO_FIELDS = ("loudness_lufs", "input_embeds_tail", "cond_emb", "tokens_generated", "time_mixer_out",
+                "norm_loudness")
 
 
 # S3Gen submodule name (= key prefix in s3gen.safetensors) -> class built with its defaults
@@ -133,10 +143,18 @@ class Context:
 
     def __init__(self, checkpoint: Path):
         from models.loading_turbo import is_turbo_checkpoint
+        from models.multilingual.loading import is_multilingual_checkpoint
 
         self.checkpoint = Path(checkpoint)
-        self.family = "turbo" if is_turbo_checkpoint(self.checkpoint) else "english"
+        self.family = ("turbo" if is_turbo_checkpoint(self.checkpoint) else
+                       "multilingual" if is_multilingual_checkpoint(self.checkpoint) else "english")
         self._parts: dict[str, object] = {}
+
+    @cached_property
+    def _loading(self):
+        if self.family == "multilingual":
+            return importlib.import_module("models.multilingual.loading")
+        return importlib.import_module("models.loading")
 
     @cached_property
     def turbo_tokenizer(self):
@@ -150,26 +168,24 @@ class Context:
 
     @cached_property
     def text_tokenizer(self):
-        from models.loading import load_text_tokenizer
-        return load_text_tokenizer(self.checkpoint)
+        if self.family == "multilingual":
+            return self._loading.load_tokenizer(self.checkpoint, optional_packages=False)
+        return self._loading.load_text_tokenizer(self.checkpoint)
 
     @cached_property
     def voice_encoder(self):
-        from models.loading import load_voice_encoder
-        return load_voice_encoder(self.checkpoint)
+        return self._loading.load_voice_encoder(self.checkpoint)
 
     @cached_property
     def t3(self):
-        from models.loading import load_t3
-        return load_t3(self.checkpoint)
+        return self._loading.load_t3(self.checkpoint)
 
     @cached_property
     def s3gen(self):
         if self.family == "turbo":
             from models.loading_turbo import load_turbo_s3gen
             return load_turbo_s3gen(self.checkpoint)
-        from models.loading import load_s3gen
-        return load_s3gen(self.checkpoint)
+        return self._loading.load_s3gen(self.checkpoint)
 
     def s3gen_part(self, name: str):
         """One S3Gen submodule (`tokenizer`, `speaker_encoder`, `flow`, `mel2wav`).
@@ -177,7 +193,7 @@ class Context:
         Taken from the whole S3Gen when that is loaded already; otherwise only that
         part's tensors are read, so a single stage replays without the rest.
         """
-        if "s3gen" in self.__dict__:
+        if "s3gen" in self.__dict__ or self.family == "multilingual":  # s3gen.pt is read whole
             return getattr(self.s3gen, name)
         if name not in self._parts:
             from models.loading import S3GEN_FILE, S3GEN_TOLERATED_MISSING, load_strict, read_safetensors
@@ -199,12 +215,22 @@ class Context:
         return self._parts[name]
 
 
-def detect_family(data: np.lib.npyio.NpzFile) -> str | None:
-    """The family whose goldens alone hold some field of this file; None if both could."""
-    for family, fields in FAMILY_FIELDS.items():
-        if any(f in data.files for f in fields):
-            return family
-    return None
+def golden_families(data: np.lib.npyio.NpzFile) -> tuple[str, ...]:
+    """The checkpoint families that can replay this golden: a Turbo or multilingual golden only its
+    own; an English stage of a module the multilingual model shares, both; HiFT, all three."""
+    if any(f in data.files for f in TURBO_FIELDS):
+        return ("turbo",)
+    if "token_strings" in data.files and "token_ids_with_sot_eot" not in data.files \
+            and detect_stage(data, "multilingual") is None:
+        return ("turbo",)   # the GPT-2 front-end adds no SOT/EOT
+    if detect_stage(data, "multilingual") in MULTILINGUAL_STAGES:
+        return ("multilingual",)
+    letter = detect_stage(data, "english")
+    if letter == "i":
+        return ("english", "multilingual", "turbo")
+    if letter in SHARED_WITH_MULTILINGUAL:
+        return ("english", "multilingual")
+    return ("english",)
 
 
 def detect_stage(data: np.lib.npyio.NpzFile, family: str = "english") -> str | None:
@@ -218,10 +244,10 @@ def replay_file(path: Path, ctx: Context, report: Report) -> None:
     data = np.load(path, allow_pickle=False)
     report.prefix = f"{path.name}: "
     family = getattr(ctx, "family", "english")
-    file_family = detect_family(data)
-    if file_family is not None and file_family != family:
-        report.fail("family", f"a {file_family} golden needs a {file_family} checkpoint; {ctx.checkpoint} "
-                              f"holds the {family} file set")
+    families = golden_families(data)
+    if family not in families:
+        report.fail("family", f"a {' or '.join(families)} golden needs a {' or '.join(families)} checkpoint; "
+                              f"{ctx.checkpoint} holds the {family} file set")
         return
     letter = detect_stage(data, family)
     if letter is None:
