@@ -20,6 +20,7 @@ from models.registry import DEFAULT_MODEL, MODELS
 from models.tts import SAMPLE_RATE, ChatterboxTTS, Conditionals, LivePlayback, Synthesis
 
 from .openai_api import SpeechRequest, SpeechStream, TextTooLong, Unavailable, UnknownName
+from .recipes import Recipe
 
 # OpenAI's model names, so that clients with those names built in reach the default model.
 OPENAI_MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
@@ -113,6 +114,21 @@ class SpeechService:
                     yield event.audio
         finally:
             events.close()
+
+    def recipe(self, speech: Speech) -> Recipe:
+        """The recipe of a checked request (its seed is always known: `check` draws one)."""
+        settings = {name: float(getattr(speech.params, name)) for name in CONTROLS}
+        return Recipe(speech.text, speech.model, int(speech.params.seed), settings, voice=speech.voice,
+                      watermark=speech.watermark)
+
+    def from_recipe(self, recipe: Recipe) -> Speech:
+        """The request a recipe describes, checked as any other. An uploaded clip cannot travel in
+        a recipe: such a recipe raises ValueError asking for a named voice."""
+        if recipe.clip_sha256 is not None:
+            raise ValueError("this recipe used an uploaded clip (sha256 " + recipe.clip_sha256[:12] + "...): "
+                             "upload the same clip in the page, or save it as a voice and name it")
+        return self.check(recipe.text, recipe.model, recipe.voice or "default", recipe.settings, recipe.seed,
+                          watermark=recipe.watermark)
 
     def open_speech(self, request: SpeechRequest) -> SpeechStream:
         """The OpenAI endpoint's entry (see serving.openai_api.SpeechService)."""
