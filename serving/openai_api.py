@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from .admission import Admission, Busy
-from .formats import StreamEncoder, audio_format, check_tempo
+from .formats import audio_format, check_tempo, stream
 
 OPENAI_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 
@@ -165,7 +165,6 @@ def openai_router(service: SpeechService, admission: Admission, api_key: str | N
             out = await run_in_threadpool(service.open_speech, req)
             # A client that leaves early closes the response's iterator; that closes the generation.
             stack.callback(getattr(out.pieces, "close", lambda: None))
-            encoder = stack.enter_context(StreamEncoder(fmt, out.sample_rate, tempo=req.speed))
         except TextTooLong as exc:
             stack.close()
             return error_response(413, str(exc), "invalid_request_error", "text_too_long", "input")
@@ -185,13 +184,7 @@ def openai_router(service: SpeechService, admission: Admission, api_key: str | N
 
         def body_bytes() -> Iterator[bytes]:
             with stack:
-                for piece in out.pieces:
-                    data = encoder.feed(piece)
-                    if data:
-                        yield data
-                tail = encoder.close()
-                if tail:
-                    yield tail
+                yield from stream(out.pieces, out.sample_rate, fmt, tempo=req.speed)
 
         headers = {"X-Chatterbox-Seed": str(out.seed), "X-Chatterbox-Model": out.model}
         notes = out.notes + (["'instructions' is ignored: Chatterbox takes its style from the voice and "
