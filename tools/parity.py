@@ -246,7 +246,8 @@ def replay_file(path: Path, ctx: Context, report: Report) -> None:
     family = getattr(ctx, "family", "english")
     families = golden_families(data)
     if family not in families:
-        report.fail("family", f"a {' or '.join(families)} golden needs a {' or '.join(families)} checkpoint; "
+        kinds = " or ".join(families)
+        report.fail("family", f"a golden of the {kinds} model: a {kinds} golden needs a {kinds} checkpoint; "
                               f"{ctx.checkpoint} holds the {family} file set")
         return
     letter = detect_stage(data, family)
