@@ -48,8 +48,10 @@ class _Request:
     params: SamplingParams
     generator: torch.Generator | None
     on_logits: Callable[[int, torch.Tensor], None] | None
-    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)  # ints, then _END or an exception
+    # (token, generator state after its draw) pairs, then _END or an exception
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     cancelled: bool = False  # set by the consumer; seen at the next step boundary
+    finished: threading.Event = field(default_factory=threading.Event)  # the thread is done with it
     slot: int = -1           # rows 2 * slot (conditional) and 2 * slot + 1 (guidance)
     rows: int = 0            # 2 with guidance, else 1
     length: int = 0          # cache slots filled
@@ -119,21 +121,37 @@ class T3Batcher:
         return self._tokens(request)
 
     def _tokens(self, request: _Request) -> Iterator[int]:
+        """The consumer's side of a request. The thread may draw a few tokens ahead of it; if
+        the consumer stops early, the generator is set back to its state after the last token
+        the consumer took, as if decoding had been lazy (the caller may go on drawing from
+        it: S3Gen's noise continues T3's generator)."""
+        generator = request.generator
+        state = generator.get_state() if generator is not None else None
         with self._lock:
             self._waiting.append(request)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="t3-batcher", daemon=True)
                 self._thread.start()
+        ended = False
         try:
             while True:
                 item = request.out.get()
                 if item is _END:
+                    ended = True
                     return
                 if isinstance(item, BaseException):
+                    ended = True
                     raise item
-                yield item
+                token, state = item
+                yield token
         finally:
-            request.cancelled = True  # a no-op once it ended
+            if not ended:
+                request.cancelled = True
+                # Wait until the thread leaves the generator alone (at most one step); not
+                # when the thread itself drops an abandoned iterator.
+                ours = threading.current_thread() is self._thread
+                if not ours and request.finished.wait(timeout=600) and generator is not None:
+                    generator.set_state(state)
 
     # --- the thread ---------------------------------------------------------------------
 
@@ -142,6 +160,9 @@ class T3Batcher:
         with torch.inference_mode():
             while True:
                 with self._lock:
+                    for r in self._active + self._waiting:
+                        if r.cancelled:
+                            r.finished.set()
                     self._active = [r for r in self._active if not r.cancelled]
                     self._waiting = [r for r in self._waiting if not r.cancelled]
                     free = sorted(set(range(self.max_batch)) - {r.slot for r in self._active})
@@ -164,6 +185,7 @@ class T3Batcher:
             for r in requests:
                 r.out.put(exc)
                 r.cancelled = True
+                r.finished.set()
             self._active = [r for r in self._active if not r.cancelled]
 
     def _admit(self, t3: T3, request: _Request, slot: int) -> None:
@@ -215,8 +237,10 @@ class T3Batcher:
         request.seen[:, step + 1 : step + 2] = token
         request.step, request.last = step + 1, token
         token_id = int(token)
-        request.out.put(token_id)
+        state = request.generator.get_state() if request.generator is not None else None
+        request.out.put((token_id, state))
         if token_id == STOP_SPEECH_TOKEN or request.step == p.max_new_tokens:
+            request.finished.set()
             request.out.put(_END)
             return True
         return False

@@ -176,6 +176,23 @@ def test_a_closed_consumer_frees_its_row_and_the_others_go_on(tiny):
     assert batcher._thread is None and batcher._cache is None  # idle: thread gone, cache released
 
 
+def test_an_early_close_leaves_the_generator_as_lazy_decoding_would(tiny):
+    """The thread draws ahead of its consumer; a consumer that stops after k tokens (the
+    runaway guard does) finds its generator as after k draws, as S3Gen then continues it."""
+    job = Job(1, 10, 4, SamplingParams(max_new_tokens=60), seed=21)
+    batcher = T3Batcher(tiny, max_batch=2)
+    lazy, ahead = torch.Generator().manual_seed(job.seed), torch.Generator().manual_seed(job.seed)
+    reference = tiny.stream_tokens(*inputs(tiny, job), lazy)
+    expected = [next(reference) for _ in range(5)]
+    reference.close()
+    decoding = batcher.stream_tokens(*inputs(tiny, job), ahead)
+    got = [next(decoding) for _ in range(5)]
+    time.sleep(0.05)  # let the thread run ahead
+    decoding.close()
+    assert got == expected
+    assert torch.equal(torch.rand(4, generator=ahead), torch.rand(4, generator=lazy))
+
+
 def test_per_row_positions_step_equals_each_row_alone(tiny):
     """A (B,) position: each row takes its own RoPE angle, cache slot and visible slots."""
     conds, texts = [make_cond(1, 20), make_cond(2, 9)], [text(tiny, 5), text(tiny, 11)]
