@@ -20,6 +20,8 @@ slot then takes the next waiting request.
 Shared cache: (layers, 2 * slots, heads, capacity, head_dim), grown when a request needs more
 and released when the batcher is idle. A step computes the rows up to the highest slot in use
 and attends over the slots up to the furthest position (a view), not the whole allocation.
+Steps run T3's eager layers (`T3.layers_cached`), never a build's `fast_step` (a CUDA graph is
+captured for one request's shapes).
 """
 from __future__ import annotations
 
