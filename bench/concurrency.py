@@ -4,7 +4,8 @@
 
 One process, one load, side by side on the same voice, texts and seeds:
 - T3: aggregate tokens/s of `--requests` concurrent requests through one `T3Batcher`,
-  against one request decoding alone (`T3.stream_tokens`); prefill included on both sides.
+  against one request decoding alone (`T3.stream_tokens`): with the prefills (wall time), and
+  of the decoding steps alone (`*_decode_*`, as bench/run.py's `t3_tokens_per_s`).
 - End to end (`ChatterboxTTS.synthesize`, T3 + S3Gen, watermark off): the same requests run
   one at a time (batch size 1) against all at once from as many threads (batch size =
   requests). Throughput ratio = serial wall time / concurrent wall time; the audio of both
@@ -58,20 +59,30 @@ def t3_figures(tts: ChatterboxTTS, voice, requests: int, tokens: int) -> dict:
     text_ids = [t3.frame_text(torch.arange(1 + 7 * i, 40 + 9 * i) % 600 + 1) for i in range(requests)]
     params = SamplingParams.of(GenerationParams(), tokens)
 
-    def decode(source, i: int) -> int:
+    def decode(source, i: int) -> tuple[int, float]:
+        """(tokens, seconds after the first token: the decoding steps without the prefill)."""
         generator = torch.Generator().manual_seed(SEED + i)
-        return len(list(source.stream_tokens(voice.t3, text_ids[i], params, generator)))
+        tokens, first = 0, 0.0
+        for _ in source.stream_tokens(voice.t3, text_ids[i], params, generator):
+            tokens += 1
+            first = first or time.perf_counter()
+        return tokens, time.perf_counter() - first
 
     decode(t3, 0)  # warm-up (first-call allocations)
     start = time.perf_counter()
-    alone_tokens = decode(t3, 0)
+    alone_tokens, alone_steps_s = decode(t3, 0)
     alone_s = time.perf_counter() - start
     batcher = T3Batcher(t3, max_batch=requests)
-    counts, batched_s = in_threads(lambda i: decode(batcher, i), requests)
+    counts, batched_s = in_threads(lambda i: decode(batcher, i)[0], requests)
     alone_rate, batched_rate = alone_tokens / alone_s, sum(counts) / batched_s
+    # Decode rates, as bench/run.py's t3_tokens_per_s: tokens drawn by decoding steps per second of steps.
+    alone_decode = (alone_tokens - 1) / alone_steps_s
+    batched_decode = batcher.step_tokens / batcher.step_seconds
     return {"t3_alone_tokens": alone_tokens, "t3_alone_tokens_per_s": alone_rate,
             "t3_batched_tokens": counts, "t3_batched_tokens_per_s": batched_rate,
-            "t3_batched_max_active": batcher.max_active, "t3_speedup": batched_rate / alone_rate}
+            "t3_speedup": batched_rate / alone_rate,
+            "t3_alone_decode_tokens_per_s": alone_decode, "t3_batched_decode_tokens_per_s": batched_decode,
+            "t3_decode_speedup": batched_decode / alone_decode, "t3_batched_max_active": batcher.max_active}
 
 
 def e2e_figures(tts: ChatterboxTTS, voice, requests: int, tokens: int) -> dict:

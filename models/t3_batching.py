@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -92,8 +93,11 @@ class T3Batcher:
         # The thread's own state (no lock needed):
         self._active: list[_Request] = []
         self._cache: KVCache | None = None
-        self.steps = 0       # batched decoding steps run (for tests and benchmarks)
-        self.max_active = 0  # most requests ever decoded in one step
+        # For tests and benchmarks:
+        self.steps = 0            # batched decoding steps run
+        self.step_tokens = 0      # tokens those steps drew
+        self.step_seconds = 0.0   # time in those steps (admissions excluded)
+        self.max_active = 0       # most requests ever decoded in one step
 
     def pending(self) -> int:
         """Requests queued and not yet decoding (waiting for a slot or the next step)."""
@@ -176,7 +180,9 @@ class T3Batcher:
                 for request, slot in zip(joining, free):
                     self._guarded([request], lambda: self._admit(t3, request, slot))
                 if self._active:
+                    start = time.perf_counter()
                     self._guarded(list(self._active), lambda: self._step(t3))
+                    self.step_seconds += time.perf_counter() - start
 
     def _guarded(self, requests: list[_Request], work: Callable[[], None]) -> None:
         """Run `work`; if it fails, the requests it was for end with the error (raised to their
@@ -224,6 +230,7 @@ class T3Batcher:
             position[first : first + r.rows] = r.length
         hidden = t3.layers_cached(embeds, _CacheView(self._cache, rows, span), position)
         self.steps += 1
+        self.step_tokens += len(active)
         self.max_active = max(self.max_active, len(active))
         for r in list(active):
             r.length += 1
