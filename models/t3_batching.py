@@ -162,6 +162,18 @@ class T3Batcher:
     # --- the thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # a fault outside any request's work: no consumer may wait forever
+            with self._lock:
+                stranded, self._waiting, self._thread, self._cache = self._active + self._waiting, [], None, None
+                self._active = []
+            for r in stranded:
+                r.out.put(exc if isinstance(exc, Exception) else RuntimeError(f"T3 batcher stopped: {exc!r}"))
+                r.finished.set()
+            raise
+
+    def _loop(self) -> None:
         t3 = self._model()  # alive: a consumer holding the model queued the work
         with torch.inference_mode():
             while True:

@@ -234,3 +234,16 @@ def test_bad_requests_raise_at_once_and_batcher_for(tiny):
     assert isinstance(batcher_for(tiny, 3), T3Batcher)
     other = object()
     assert batcher_for(other, 4) is other
+
+
+def test_a_failing_request_raises_to_its_consumer_and_the_others_go_on(tiny):
+    batcher = T3Batcher(tiny, max_batch=2)
+    job = Job(1, 10, 4, SamplingParams(max_new_tokens=15, greedy=True), 0)
+    broken = T3Cond(torch.randn(1, 255), torch.randint(0, 6561, (1, 5)))  # a speaker embedding of the wrong size
+    good: list[int] = []
+    thread = threading.Thread(target=lambda: good.extend(batcher.stream_tokens(*inputs(tiny, job))))
+    thread.start()
+    with pytest.raises(RuntimeError):
+        list(batcher.stream_tokens(broken, text(tiny), job.params))
+    thread.join(60)
+    assert good == alone(tiny, job)[0]
