@@ -54,8 +54,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
-    p.add_argument("--concurrency", type=int, default=int(env("CHATTERBOX_CONCURRENCY", "1")),
-                   help="generations running at once")
+    p.add_argument("--batch-size", type=int, default=int(env("CHATTERBOX_BATCH_SIZE", "1")),
+                   help="generations whose T3 decoding shares one batch (README: Serving many users)")
+    p.add_argument("--concurrency", type=int, default=env("CHATTERBOX_CONCURRENCY"),
+                   help="generations running at once (default: the batch size)")
     p.add_argument("--max-queue", type=int, default=int(env("CHATTERBOX_MAX_QUEUE", "16")),
                    help="requests waiting for a turn (browser and APIs together) before 'busy' answers")
     p.add_argument("--api-key", default=env("CHATTERBOX_API_KEY"),
@@ -68,6 +70,9 @@ def parse_args() -> argparse.Namespace:
                    help="memory the loaded models may take before idle ones are unloaded "
                         "(default: 60%% of the GPU's or the machine's memory)")
     args, _ = p.parse_known_args()
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    args.concurrency = int(args.concurrency) if args.concurrency is not None else args.batch_size
     if args.first_block < 1:
         p.error(f"--first-block must be >= 1, got {args.first_block}")
     if args.max_resident_gb is not None and float(args.max_resident_gb) <= 0:
@@ -84,9 +89,11 @@ def load_pipeline(args: argparse.Namespace) -> tuple[ChatterboxTTS | None, str]:
             base = Path(args.checkpoint)
             label = (f"**Test weights** (untrained checkpoint in `{base}`): the output is not speech."
                      if loading.looks_untrained(base) else f"Local checkpoint `{base}`.")
-            return ChatterboxTTS.from_local(base, local=local, label=label, max_resident_bytes=budget), label
+            return ChatterboxTTS.from_local(base, local=local, label=label, max_resident_bytes=budget,
+                                            batch_size=args.batch_size), label
         label = f"Weights: `{loading.BASE_REPO_ID}` from the Hugging Face Hub."
-        return ChatterboxTTS.from_pretrained(local=local, max_resident_bytes=budget), label
+        return ChatterboxTTS.from_pretrained(local=local, max_resident_bytes=budget,
+                                             batch_size=args.batch_size), label
     except (loading.WeightsUnavailable, loading.CheckpointError, OSError) as exc:
         log.error("no model weights: %s", exc)
         return None, (f"**No model weights could be loaded**, so nothing can be generated: {exc}  \n"

@@ -323,6 +323,8 @@ class T3(nn.Module):
         slots after it masked; cache.length is then the caller's to advance. Every shape and
         address is the same from step to step, as a CUDA graph needs (fast mode `cuda_graph`).
         The masked slots must hold finite numbers (a NaN times a zero weight is NaN).
+        A (B,) `position` gives each row its own: its RoPE angle, cache slot and visible
+        slots (batched decoding of unrelated requests, models/t3_batching.py).
         """
         x = inputs_embeds
         batch, length, channels = x.shape
@@ -335,9 +337,17 @@ class T3(nn.Module):
         else:
             if length != 1:
                 raise ValueError("a step at a given position feeds one position")
-            slot = position.reshape(1)
-            cos, sin = cache.cos.index_select(0, slot)[None], cache.sin.index_select(0, slot)[None]
-            visible = (torch.arange(cache.keys.shape[3], device=x.device) <= position)[None]  # (T=1, capacity)
+            slots = torch.arange(cache.keys.shape[3], device=x.device)
+            if position.dim() == 0:
+                slot = position.reshape(1)
+                cos, sin = cache.cos.index_select(0, slot)[None], cache.sin.index_select(0, slot)[None]
+                visible = (slots <= position)[None]  # (T=1, capacity)
+            else:
+                if position.shape != (batch,):
+                    raise ValueError(f"position must be 0-d or ({batch},), got {tuple(position.shape)}")
+                rows = torch.arange(batch, device=x.device)
+                cos, sin = cache.cos.index_select(0, position)[:, None], cache.sin.index_select(0, position)[:, None]
+                visible = (slots[None] <= position[:, None])[:, None, None]  # (B, 1, T=1, capacity)
         for i, layer in enumerate(self.tfmr.layers):
             attn, mlp = layer.self_attn, layer.mlp
             h = layer.input_layernorm(x)
@@ -348,9 +358,13 @@ class T3(nn.Module):
                 cache.keys[i, :, :, start:end] = k
                 cache.values[i, :, :, start:end] = v
                 keys, values = cache.keys[i, :, :, :end], cache.values[i, :, :, :end]
-            else:
+            elif position.dim() == 0:
                 cache.keys[i].index_copy_(2, slot, k)
                 cache.values[i].index_copy_(2, slot, v)
+                keys, values = cache.keys[i], cache.values[i]
+            else:  # row b writes its slot position[b]
+                cache.keys[i][rows, :, position] = k[:, :, 0]
+                cache.values[i][rows, :, position] = v[:, :, 0]
                 keys, values = cache.keys[i], cache.values[i]
             a = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible,
                                                is_causal=length > 1, scale=attn.scaling)

@@ -32,6 +32,7 @@ from .s3gen.s3gen import ReferenceEmbedding
 from .s3gen.streaming import StreamConfig
 from .sampling import SamplingParams
 from .t3 import T3Cond
+from .t3_batching import batcher_for
 from .text_prep import ENGLISH_EVENT_TAGS, Pause, PlannedChunk, plan_request
 from .watermark import Watermarker
 
@@ -158,12 +159,17 @@ class ChatterboxTTS:
 
     Owns the `ModelPool` (models and their shared components, loaded on first use) and the
     watermarker. `model(id)` gives a model's components (T3, S3Gen, voice encoder, text
-    front-end, built-in voice).
+    front-end, built-in voice). With `batch_size` N > 1, up to N concurrent generations on
+    one T3 decode as rows of one batch (models/t3_batching.py); 1 decodes each alone.
     """
 
-    def __init__(self, pool: ModelPool, default_model: str = DEFAULT_MODEL, label: str = ""):
+    def __init__(self, pool: ModelPool, default_model: str = DEFAULT_MODEL, label: str = "",
+                 batch_size: int = 1):
         pool.entry(default_model)  # ValueError for an unknown id
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.pool = pool
+        self.batch_size = batch_size
         self.default_model = default_model
         self.label = label
         self.watermarker = Watermarker()
@@ -174,29 +180,29 @@ class ChatterboxTTS:
     def from_local(cls, ckpt_dir: str | Path, device: str | torch.device | None = None,
                    local: Mapping[str, str | Path] | None = None, model: str = DEFAULT_MODEL,
                    label: str = "", options: LoadOptions | None = None,
-                   max_resident_bytes: int | None = None) -> "ChatterboxTTS":
+                   max_resident_bytes: int | None = None, batch_size: int = 1) -> "ChatterboxTTS":
         """Build from a folder with the released layout of ResembleAI/chatterbox (ve, t3_cfg,
         s3gen, tokenizer, conds), loading `model` now. `local` maps more repository ids to
         local stand-ins (a folder, or a T3 file); other repositories come from the Hub."""
         sources = loading.WeightSources({BASE_REPO_ID: Path(ckpt_dir), **(local or {})})
         return cls._loaded(sources, device, model, label or f"local checkpoint {ckpt_dir}", options,
-                           max_resident_bytes)
+                           max_resident_bytes, batch_size)
 
     @classmethod
     def from_pretrained(cls, model: str = DEFAULT_MODEL, device: str | torch.device | None = None,
                         local: Mapping[str, str | Path] | None = None, options: LoadOptions | None = None,
-                        max_resident_bytes: int | None = None) -> "ChatterboxTTS":
+                        max_resident_bytes: int | None = None, batch_size: int = 1) -> "ChatterboxTTS":
         """Download (or read from the Hub cache) what `model` needs and load it; other models
         are fetched on their first request (`local`: repositories with a local stand-in, as in
         `from_local`). Raises loading.WeightsUnavailable with a user-facing reason when
         offline, gated, etc."""
         return cls._loaded(loading.WeightSources(local), device, model, "the Hugging Face Hub", options,
-                           max_resident_bytes)
+                           max_resident_bytes, batch_size)
 
     @classmethod
-    def _loaded(cls, sources, device, model, label, options, max_resident_bytes) -> "ChatterboxTTS":
+    def _loaded(cls, sources, device, model, label, options, max_resident_bytes, batch_size=1) -> "ChatterboxTTS":
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        tts = cls(ModelPool(sources, device, options, max_resident_bytes), model, label)
+        tts = cls(ModelPool(sources, device, options, max_resident_bytes), model, label, batch_size)
         tts.pool.get(model)
         return tts
 
@@ -341,8 +347,9 @@ class ChatterboxTTS:
         tokens: list[int] = []
         released = 0  # tokens handed to `audio`: only those the guard can no longer cut
         guard = RunawayGuard()
-        decoding = m.t3.stream_tokens(voice.t3, m.t3.frame_text(chunk.tokens.ids), SamplingParams.of(params, limit),
-                                      generator)
+        decoder = batcher_for(m.t3, self.batch_size)  # m.t3 itself when batch_size is 1
+        decoding = decoder.stream_tokens(voice.t3, m.t3.frame_text(chunk.tokens.ids),
+                                         SamplingParams.of(params, limit), generator)
         for token in decoding:
             tokens.append(token)
             loop = guard.push(token)
