@@ -33,7 +33,7 @@ from models.params import CONTROLS, GenerationParams, check_text
 from models.reference import MAX_UPLOAD_BYTES, REF_SR, ReferenceClip, load_reference
 from models.registry import KARTOFFELBOX_REPO_ID, TURBO_REPO_ID, entry_by_label
 from models.similarity import SpeakerSimilarity
-from models.tts import SAMPLE_RATE, ChatterboxTTS, Conditionals, LivePlayback, Synthesis
+from models.tts import SAMPLE_RATE, ChatterboxTTS, Conditionals, LivePlayback, Synthesis, voice_specs
 from serving.admission import Admission, Busy
 from serving.speech_service import SpeechService
 
@@ -111,8 +111,7 @@ def _voice(clip: ReferenceClip, model: str, norm_loudness: bool = True) -> Condi
     with the same voice encoder, S3Gen, prompt lengths and loudness handling share them)."""
     entry = PIPELINE.entry(model)
     loudness = entry.loudness_toggle and bool(norm_loudness)
-    key = (hashlib.sha256(clip.wav.tobytes()).hexdigest(), entry.voice_encoder, entry.s3gen, entry.prompt,
-           loudness)
+    key = (hashlib.sha256(clip.wav.tobytes()).hexdigest(), voice_specs(entry), loudness)
     with _voices_lock:
         if key in _voices:
             _voices.move_to_end(key)

@@ -44,16 +44,24 @@ __all__ = ["CHUNK_CHARS", "MAX_NEW_TOKENS", "MAX_TEXT_CHARS", "SAMPLE_RATE", "Ch
            "GenerationParams", "LivePlayback", "StreamEvent", "Synthesis"]
 
 
+def voice_specs(entry: ModelEntry) -> tuple:
+    """What a prepared voice depends on: models with equal specs can share their voices."""
+    return entry.voice_encoder, entry.s3gen, entry.prompt
+
+
 @dataclass(frozen=True)
 class Conditionals:
     """A prepared voice: T3's conditioning and S3Gen's reference embedding.
 
-    `reference` is the validated clip it came from (None for the built-in voice).
+    `reference` is the validated clip it came from (None for the built-in voice);
+    `prepared_for` the voice encoder, S3Gen and prompt specs it was made with (None: unknown),
+    so that a voice is never used by a model that embeds voices differently.
     """
 
     t3: T3Cond
     gen: ReferenceEmbedding
     reference: ReferenceClip | None = None
+    prepared_for: tuple | None = None
 
     def with_exaggeration(self, exaggeration: float) -> "Conditionals":
         if float(self.t3.emotion_adv) == float(exaggeration):
@@ -244,7 +252,7 @@ class ChatterboxTTS:
             speaker = m.voice_encoder.embed_utterance(wav16)
             t3 = T3Cond(speaker.reshape(1, -1).float(), prompt_tokens.reshape(1, -1).to(self.device),
                         float(exaggeration))
-            return Conditionals(t3, m.s3gen.embed_ref(wav), clip)
+            return Conditionals(t3, m.s3gen.embed_ref(wav), clip, voice_specs(m.entry))
 
     def stream(
         self,
@@ -292,6 +300,9 @@ class ChatterboxTTS:
             voice = conditionals if conditionals is not None else m.builtin_voice
             if voice is None:
                 raise ValueError("no reference voice given and the checkpoint has no built-in voice (conds.pt)")
+            if voice.prepared_for not in (None, voice_specs(entry)):
+                raise ValueError(f"this voice was prepared for a model that embeds voices differently from "
+                                 f"{entry.label}; prepare it again with model={model!r}")
             voice = voice.with_exaggeration(params.exaggeration)
             # Turbo's tags are its own (a tag typed in the text becomes its token).
             tags = entry.tags if entry.text.frontend == "turbo" else ENGLISH_EVENT_TAGS

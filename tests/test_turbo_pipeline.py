@@ -1,5 +1,7 @@
 """Chatterbox-Turbo through the one pipeline: registry entry, loading through the pool, text
 preparation with Turbo's tags, conditionals, and seeded parity with `ChatterboxTurbo`."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -135,12 +137,17 @@ def test_pipeline_turbo_equals_chatterbox_turbo(turbo_pipeline, golden):
 
 @pytest.mark.slow
 def test_turbo_reference_checks_and_loudness_toggle(turbo_pipeline, golden):
+    from models.tts import voice_specs
+
     wav = golden["ref_wav_24k"]
     with pytest.raises(ValueError, match="more than 5 s"):
         turbo_pipeline.prepare_conditionals((24_000, wav[: 24_000 * 4]), model="turbo")
     loud = turbo_pipeline.prepare_conditionals((24_000, wav), model="turbo")
     raw = turbo_pipeline.prepare_conditionals((24_000, wav), model="turbo", norm_loudness=False)
     assert not torch.equal(loud.gen.prompt_feat, raw.gen.prompt_feat)
+    english_voice = replace(raw, prepared_for=voice_specs(model_entry("english")))
+    with pytest.raises(ValueError, match="prepare it again"):
+        turbo_pipeline.synthesize("Hello.", english_voice, model="turbo", max_new_tokens=2)
 
 
 @pytest.mark.slow
