@@ -165,3 +165,33 @@ def test_turbo_block_streaming_decodes_the_silence_tail(turbo_pipeline):
     assert np.array_equal(np.concatenate(pieces), result.wav)
     # Speech tokens + 3 silence tokens, 960 samples each, before the tail trim.
     assert 0 < len(result.wav) <= (result.n_speech_tokens + 3) * 960
+
+
+def test_whole_chunk_decodes_turbos_silence_tail_after_the_speech():
+    from models.chunk_audio import WholeChunk
+    from models.constants import START_SPEECH_TOKEN, STOP_SPEECH_TOKEN
+    from models.t3_turbo import S3GEN_SILENCE_TOKEN
+
+    class RecordingS3Gen:  # stands in for S3Gen: 960 samples of sound per token
+        def inference(self, tokens, ref, generator=None):
+            self.tokens = tokens.tolist()
+            return torch.ones(960 * len(tokens))
+
+    s3gen, tail = RecordingS3Gen(), (S3GEN_SILENCE_TOKEN,) * 3
+    chunk = WholeChunk(s3gen, None, None, None, 24_000, tail)
+    chunk.push([START_SPEECH_TOKEN, 5, 6, STOP_SPEECH_TOKEN, 7])
+    (wav,) = chunk.finish(trim=False)
+    assert s3gen.tokens == [5, 6, *tail] and len(wav) == 5 * 960
+    empty = WholeChunk(s3gen, None, None, None, 24_000, tail)
+    empty.push([STOP_SPEECH_TOKEN])
+    assert empty.finish(trim=False) == []  # no speech: no silence either
+
+
+def test_a_stop_drawn_first_does_not_end_a_turbo_chunk():
+    from models.constants import STOP_SPEECH_TOKEN
+    from models.tts import _without_first_stop
+
+    def stream():
+        yield from (STOP_SPEECH_TOKEN, 4, STOP_SPEECH_TOKEN)
+
+    assert list(_without_first_stop(stream())) == [4, STOP_SPEECH_TOKEN]
