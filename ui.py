@@ -77,9 +77,9 @@ def control_updates(label: str) -> list:
     return updates + [model_note(entry)] + tags + [gr.update(visible=entry.loudness_toggle)]
 
 
-def tag_buttons(entry: ModelEntry, text: gr.Textbox, visible: bool) -> gr.Group:
+def tag_buttons(entry: ModelEntry, text: gr.Textbox, visible: bool) -> gr.Column:
     """A button per expression tag of `entry`, each inserting its tag at the text box's cursor."""
-    with gr.Group(visible=visible, elem_id=f"tags-{entry.id}") as group:
+    with gr.Column(visible=visible, variant="panel", elem_id=f"tags-{entry.id}") as group:
         gr.Markdown(f"**Expression tags** ({entry.label} only; other models drop them): click to insert "
                     f"at the cursor.")
         with gr.Row():
