@@ -31,9 +31,9 @@ from models import loading
 from models.constants import CHUNK_CHARS, MAX_NEW_TOKENS
 from models.params import CONTROLS, GenerationParams, check_text
 from models.reference import MAX_UPLOAD_BYTES, REF_SR, ReferenceClip, load_reference
-from models.registry import KARTOFFELBOX_REPO_ID, entry_by_label
+from models.registry import KARTOFFELBOX_REPO_ID, TURBO_REPO_ID, entry_by_label
 from models.similarity import SpeakerSimilarity
-from models.tts import SAMPLE_RATE, ChatterboxTTS, Conditionals, LivePlayback, Synthesis
+from models.tts import SAMPLE_RATE, ChatterboxTTS, Conditionals, LivePlayback, Synthesis, voice_specs
 from serving.admission import Admission, Busy
 from serving.speech_service import SpeechService
 
@@ -51,6 +51,8 @@ def parse_args() -> argparse.Namespace:
                    help="local folder with ve/t3_cfg/s3gen .safetensors, tokenizer.json, conds.pt")
     p.add_argument("--german-t3", default=env("CHATTERBOX_GERMAN_T3"),
                    help=f"local German T3 .safetensors or folder (default: {KARTOFFELBOX_REPO_ID}, needs HF_TOKEN)")
+    p.add_argument("--turbo-checkpoint", default=env("CHATTERBOX_TURBO_CHECKPOINT"),
+                   help=f"local folder with the {TURBO_REPO_ID} files (default: the Hub, on first use)")
     p.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
@@ -83,7 +85,8 @@ def parse_args() -> argparse.Namespace:
 def load_pipeline(args: argparse.Namespace) -> tuple[ChatterboxTTS | None, str]:
     """The pipeline and a line saying what weights it runs, or None and why there are none."""
     budget = int(float(args.max_resident_gb) * 2**30) if args.max_resident_gb else None
-    local = {KARTOFFELBOX_REPO_ID: Path(args.german_t3)} if args.german_t3 else {}
+    local = {repo: Path(path) for repo, path in ((KARTOFFELBOX_REPO_ID, args.german_t3),
+                                                 (TURBO_REPO_ID, args.turbo_checkpoint)) if path}
     try:
         if args.checkpoint:
             base = Path(args.checkpoint)
@@ -110,16 +113,17 @@ _voices: OrderedDict[tuple, Conditionals] = OrderedDict()
 _voices_lock = threading.Lock()
 
 
-def _voice(clip: ReferenceClip, model: str) -> Conditionals:
+def _voice(clip: ReferenceClip, model: str, norm_loudness: bool = True) -> Conditionals:
     """Prepared conditionals per distinct clip, so repeated voices are embedded once (models
-    with the same voice encoder, S3Gen and prompt lengths share them)."""
+    with the same voice encoder, S3Gen, prompt lengths and loudness handling share them)."""
     entry = PIPELINE.entry(model)
-    key = (hashlib.sha256(clip.wav.tobytes()).hexdigest(), entry.voice_encoder, entry.s3gen, entry.prompt)
+    loudness = entry.loudness_toggle and bool(norm_loudness)
+    key = (hashlib.sha256(clip.wav.tobytes()).hexdigest(), voice_specs(entry), loudness)
     with _voices_lock:
         if key in _voices:
             _voices.move_to_end(key)
             return _voices[key]
-    conds = PIPELINE.prepare_conditionals(clip, model=model)
+    conds = PIPELINE.prepare_conditionals(clip, model=model, norm_loudness=loudness)
     with _voices_lock:
         _voices[key] = conds
         while len(_voices) > VOICE_CACHE_SIZE:
@@ -134,8 +138,8 @@ def _gpu_seconds(text: str, *args, **kwargs) -> int:
 
 @spaces.GPU(duration=_gpu_seconds)
 def synthesize_stream(text: str, clip: ReferenceClip | None, params: GenerationParams, model: str,
-                      watermark: bool, cancel: threading.Event):
-    conds = _voice(clip, model) if clip is not None else None
+                      watermark: bool, cancel: threading.Event, norm_loudness: bool = True):
+    conds = _voice(clip, model, norm_loudness) if clip is not None else None
     yield from PIPELINE.stream(text, conds, params, model=model, watermark=watermark,
                                max_new_tokens=ARGS.max_new_tokens, cancel=cancel, live=LIVE)
 
@@ -163,12 +167,12 @@ def _params(model_choice: str, seed, controls: dict) -> tuple[str, GenerationPar
     return entry.id, replace(entry.recommended, **given, seed=seed)
 
 
-def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_p, repetition_penalty,
-             seed, watermark, model_choice, request: gr.Request):
+def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_p, repetition_penalty, top_k,
+             seed, watermark, model_choice, norm_loudness=True, request: gr.Request = None):
     """Stream (live audio, full audio, seed used, similarity, notes, progress) as generation goes."""
     if PIPELINE is None:
         raise gr.Error(WEIGHTS_NOTE.replace("**", ""))
-    values = (exaggeration, cfg_weight, temperature, min_p, top_p, repetition_penalty)
+    values = (exaggeration, cfg_weight, temperature, min_p, top_p, repetition_penalty, top_k)
     try:
         check_text(text)
         model, params = _params(model_choice, seed, dict(zip(CONTROLS, values)))
@@ -183,7 +187,7 @@ def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_
     skip = gr.skip()
     try:
         with ADMISSION.slot():  # the one gate of the browser and the APIs
-            for event in synthesize_stream(text, clip, params, model, bool(watermark), cancel):
+            for event in synthesize_stream(text, clip, params, model, bool(watermark), cancel, bool(norm_loudness)):
                 if event.result is not None:
                     result = event.result
                 elif event.audio.size:

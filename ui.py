@@ -8,6 +8,7 @@ conversion, saved voices, batch) go beside `generation_tab`.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -19,6 +20,22 @@ from models.params import CONTROLS
 from models.registry import MODELS, ModelEntry, entry_by_label
 
 MAIN_CONTROLS = ("exaggeration", "cfg_weight")  # shown above the advanced options
+TAGGED = [e for e in MODELS.values() if e.tags]  # models with expression-tag buttons
+
+# Inserts `tag` into the text box at its cursor (replacing a selection), spaced from the words
+# around it, then puts the cursor after the tag. Gradio passes the box's value and takes the new one.
+INSERT_TAG_JS = """(text) => {
+  const tag = %s;
+  const box = document.querySelector('#text textarea');
+  text = text || '';
+  const start = box ? box.selectionStart : text.length, end = box ? box.selectionEnd : text.length;
+  const before = text.slice(0, start), after = text.slice(end);
+  const lead = before && !/\\s$/.test(before) ? ' ' : '';
+  const trail = after && !/^[\\s.,!?;:]/.test(after) ? ' ' : '';
+  const caret = before.length + lead.length + tag.length + trail.length;
+  if (box) setTimeout(() => { box.focus(); box.setSelectionRange(caret, caret); }, 50);
+  return before + lead + tag + trail + after;
+}"""
 
 
 @dataclass(frozen=True)
@@ -51,11 +68,26 @@ def model_note(entry: ModelEntry) -> str:
 
 
 def control_updates(label: str) -> list:
-    """The picked model's recommended value and visibility for every control, and its note."""
+    """The picked model's recommended value and visibility for every control, its note, the
+    visibility of each tagged model's tag buttons, and of the loudness toggle."""
     entry = entry_by_label(label)
     updates = [gr.update(value=getattr(entry.recommended, name), visible=name in entry.controls)
                for name in CONTROLS]
-    return updates + [model_note(entry)]
+    tags = [gr.update(visible=e.id == entry.id) for e in TAGGED]
+    return updates + [model_note(entry)] + tags + [gr.update(visible=entry.loudness_toggle)]
+
+
+def tag_buttons(entry: ModelEntry, text: gr.Textbox, visible: bool) -> gr.Column:
+    """A button per expression tag of `entry`, each inserting its tag at the text box's cursor."""
+    with gr.Column(visible=visible, variant="panel", elem_id=f"tags-{entry.id}") as group:
+        gr.Markdown(f"**Expression tags** ({entry.label} only; other models drop them): click to insert "
+                    f"at the cursor.")
+        with gr.Row():
+            for tag in entry.tags:
+                button = gr.Button(tag, size="sm", min_width=60, elem_classes="tag-button")
+                button.click(None, text, text, js=INSERT_TAG_JS % json.dumps(tag), queue=False,
+                             api_visibility="private")
+    return group
 
 
 def _slider(name: str, entry: ModelEntry) -> gr.Slider:
@@ -77,11 +109,14 @@ def generation_tab(handlers: Handlers, weights_note: str, examples: list[list], 
             model = gr.Dropdown([e.label for e in MODELS.values()], value=first.label, label="Model",
                                 elem_id="model")
             note = gr.Markdown(model_note(first), elem_id="model-note")
+            tag_groups = [tag_buttons(e, text, e.id == first.id) for e in TAGGED]
             controls = {name: _slider(name, first) for name in MAIN_CONTROLS}
             with gr.Accordion("Advanced options", open=False):
                 controls.update({name: _slider(name, first) for name in CONTROLS if name not in MAIN_CONTROLS})
                 seed = gr.Number(value=0, precision=0, label="Seed (0 = random)")
                 watermark = gr.Checkbox(value=True, label="Perth watermark (imperceptible)")
+                loudness = gr.Checkbox(value=True, label="Normalise the reference's loudness (-27 LUFS)",
+                                       elem_id="norm-loudness", visible=first.loudness_toggle)
             with gr.Row():
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
                 stop = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -96,8 +131,9 @@ def generation_tab(handlers: Handlers, weights_note: str, examples: list[list], 
     gr.Examples(examples, inputs=[text, reference])
     sliders = [controls[name] for name in CONTROLS]
     text.change(count_chars, text, counter, queue=False, api_visibility="private")
-    model.change(control_updates, model, sliders + [note], queue=False, api_visibility="private")
-    button.click(handlers.generate, [text, reference, *sliders, seed, watermark, model],
+    model.change(control_updates, model, sliders + [note, *tag_groups, loudness], queue=False,
+                 api_visibility="private")
+    button.click(handlers.generate, [text, reference, *sliders, seed, watermark, model, loudness],
                  [live, audio, seed_used, similarity, notes, progress], api_name="generate")
     stop.click(handlers.stop, None, None, queue=False, api_name="stop")
 

@@ -6,8 +6,9 @@ computation, one S3Gen call. `BlockChunk` decodes in token blocks while T3 still
 (`models.s3gen.streaming`), so the first audio comes after ~20 tokens instead of the
 whole chunk; its pieces join seamlessly but differ slightly from `WholeChunk`'s audio,
 because S3Gen's attention sees each block's frames before the later tokens exist.
-Both apply the same end-of-chunk rules: the same tokens are decoded (`speech_ids`),
-trailing silence is trimmed when asked, and the Perth watermark covers every sample.
+Both apply the same end-of-chunk rules: the same tokens are decoded (`speech_ids`, then
+the model's `tail` tokens: Turbo's three silence tokens), trailing silence is trimmed when
+asked, and the Perth watermark covers every sample.
 """
 from __future__ import annotations
 
@@ -41,13 +42,14 @@ class WholeChunk:
     """Collects a chunk's tokens and decodes them in one S3Gen call at `finish`.
 
     The generator is the one T3 sampled with, continued: S3Gen's noise is drawn after the
-    tokens, as in the reference.
+    tokens, as in the reference. `tail` is appended to a chunk with speech before decoding.
     """
 
     def __init__(self, s3gen: S3Gen, ref: ReferenceEmbedding, generator: torch.Generator,
-                 watermarker: Watermarker | None, sample_rate: int):
+                 watermarker: Watermarker | None, sample_rate: int, tail: tuple[int, ...] = ()):
         self.s3gen, self.ref, self.generator = s3gen, ref, generator
         self.watermarker, self.sample_rate = watermarker, sample_rate
+        self.tail = tail
         self.tokens: list[int] = []
 
     def push(self, tokens: list[int]) -> list[np.ndarray]:
@@ -58,6 +60,7 @@ class WholeChunk:
         speech = speech_ids(self.tokens)
         if speech.numel() == 0:
             return []
+        speech = torch.cat([speech, torch.tensor(self.tail, dtype=torch.long)])
         wav = self.s3gen.inference(speech, self.ref, generator=self.generator).float().cpu().numpy()
         if trim:
             wav = trim_trailing_silence(wav, self.sample_rate)
@@ -72,32 +75,44 @@ class BlockChunk:
     `noise_generator` must not be T3's: the whole chunk's noise is drawn from it up front,
     before T3 has sampled, and T3's tokens stay those of a `WholeChunk` run with the same
     seed. Trimming can only shorten audio not yet returned, so it applies to the final
-    piece, measured against the loudest frame of the whole chunk.
+    piece, measured against the loudest frame of the whole chunk. `tail` is pushed at
+    `finish` after a chunk with speech (`config.max_tokens` must leave room for it).
     """
 
     def __init__(self, s3gen: S3Gen, ref: ReferenceEmbedding, noise_generator: torch.Generator,
-                 watermarker: Watermarker | None, sample_rate: int, config: StreamConfig):
+                 watermarker: Watermarker | None, sample_rate: int, config: StreamConfig,
+                 tail: tuple[int, ...] = ()):
         self.decoder = StreamingS3Gen(s3gen, ref, noise_generator, config)
         self.sample_rate = sample_rate
         self.watermark = StreamingWatermark(watermarker, sample_rate) if watermarker is not None else None
         self.peak_rms = 0.0
+        self.tail = tail
+        self.ended = False  # a stop token arrived: the chunk's speech is complete
 
     def push(self, tokens: list[int]) -> list[np.ndarray]:
         pieces = []
         for token in tokens:
-            piece = self.decoder.push(token)
+            # The stop token is kept from the decoder (which would then refuse the tail).
+            self.ended = self.ended or int(token) == STOP_SPEECH_TOKEN
+            piece = None if self.ended else self.decoder.push(token)
             if piece is not None:
                 pieces.append(self._out(piece.float().cpu().numpy()))
         return [p for p in pieces if len(p)]
 
     def finish(self, trim: bool) -> list[np.ndarray]:
+        pieces = []
+        if self.decoder.tokens:
+            for token in self.tail:
+                piece = self.decoder.push(token)
+                if piece is not None:
+                    pieces.append(self._out(piece.float().cpu().numpy()))
         wav = self.decoder.finish().float().cpu().numpy()
         if trim:
             wav = trim_trailing_silence(wav, self.sample_rate, peak_rms=self.peak_rms)
         out = self._out(wav)
         if self.watermark is not None:
             out = np.concatenate([out, self.watermark.finish()])
-        return [out] if len(out) else []
+        return [p for p in pieces + [out] if len(p)]
 
     def _out(self, wav: np.ndarray) -> np.ndarray:
         if len(wav):

@@ -177,6 +177,11 @@ def build_component(spec, path: Path, device: torch.device, options: "LoadOption
 
 @build_component.register
 def _(spec: registry.T3Spec, path, device, options):
+    if spec.architecture == "gpt2":
+        from .loading_turbo import load_turbo_t3
+
+        # Turbo's T3 takes no speed option (float32, packed for oneDNN on a CPU).
+        return load_turbo_t3(path, device)
     if spec.architecture != "llama":
         raise CheckpointError(f"T3 architecture {spec.architecture!r} has no builder")
     return load_t3(path, device, options)
@@ -185,7 +190,9 @@ def _(spec: registry.T3Spec, path, device, options):
 @build_component.register
 def _(spec: registry.S3GenSpec, path, device, options):
     if spec.meanflow:
-        raise CheckpointError("the meanflow S3Gen has no builder")
+        from .loading_turbo import load_turbo_s3gen
+
+        return load_turbo_s3gen(path, device, options.flow_steps or spec.flow_steps)
     return load_s3gen(path, device, spec.flow_steps, options)
 
 
@@ -196,6 +203,10 @@ def _(spec: registry.VoiceEncoderSpec, path, device, options):
 
 @build_component.register
 def _(spec: registry.TextSpec, path, device, options):
+    if spec.frontend == "turbo":
+        from .loading_turbo import load_turbo_tokenizer
+
+        return load_turbo_tokenizer(path)
     if spec.frontend != "english":
         raise CheckpointError(f"text front-end {spec.frontend!r} has no builder")
     return load_text_tokenizer(path)
@@ -279,19 +290,26 @@ class WeightSources:
         self.hub = hub
 
     def path(self, files: HubFiles) -> Path:
-        """The local file of `files` (downloading it if needed). Raises CheckpointError for
-        a local folder without any of its names, WeightsUnavailable when it cannot be had."""
+        """The local file of `files` (downloading it if needed), its companions beside it.
+        Raises CheckpointError for a local folder without any of its names or with a
+        companion missing, WeightsUnavailable when it cannot be had."""
         stand_in = self.local.get(files.repo_id)
         if stand_in is not None:
             if stand_in.is_file():
                 return stand_in
             for name in files.names:
                 if (stand_in / name).is_file():
+                    missing = [c for c in files.companions if not (stand_in / c).is_file()]
+                    if missing:
+                        raise CheckpointError(f"{stand_in} lacks {', '.join(missing)} ({files.repo_id})")
                     return stand_in / name
             raise CheckpointError(f"{stand_in} holds none of {', '.join(files.names)} ({files.repo_id})")
         if not self.hub:
             raise WeightsUnavailable(f"{files.repo_id} has no local copy and Hub downloads are off")
-        return fetch_file(files)
+        path = fetch_file(files)
+        for name in files.companions:  # the Hub cache keeps a repository's files in one snapshot folder
+            hub_download(files.repo_id, name)
+        return path
 
 
 def looks_untrained(ckpt_dir: str | Path) -> bool:

@@ -33,6 +33,7 @@ CONTROLS: dict[str, Control] = {
     "min_p": Control("min_p", 0.0, 1.0, 0.01, "0 disables"),
     "top_p": Control("top_p", 0.0, 1.0, 0.01, "1.0 disables; must be > 0"),
     "repetition_penalty": Control("Repetition penalty", 1.0, 2.0, 0.1),
+    "top_k": Control("top_k", 0, 1000, 1, "0 disables"),
 }
 
 
@@ -50,6 +51,7 @@ class GenerationParams:
     min_p: float = 0.05
     top_p: float = 1.0
     repetition_penalty: float = 1.2
+    top_k: int = 1000          # Turbo's reference default; the English models do not read it
     seed: int | None = None
 
     def __post_init__(self):
@@ -58,6 +60,8 @@ class GenerationParams:
             if (not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(value, bool)
                     or not math.isfinite(value) or not control.lo <= value <= control.hi):
                 raise ValueError(f"{name} must be a number in [{control.lo}, {control.hi}], got {value!r}")
+        if float(self.top_k) != int(self.top_k):
+            raise ValueError(f"top_k must be a whole number (0 disables it), got {self.top_k!r}")
         if self.top_p == 0:
             raise ValueError("top_p must be > 0 (1.0 disables it)")
         seed = self.seed

@@ -18,6 +18,7 @@ from .t3 import T3Config
 
 BASE_REPO_ID = "ResembleAI/chatterbox"
 KARTOFFELBOX_REPO_ID = "SebastianBodza/Kartoffelbox-v0.1"
+TURBO_REPO_ID = "ResembleAI/chatterbox-turbo"
 VE_FILE = "ve.safetensors"
 T3_FILE = "t3_cfg.safetensors"
 S3GEN_FILE = "s3gen.safetensors"
@@ -32,6 +33,7 @@ class HubFiles:
     repo_id: str
     names: tuple[str, ...]
     gated: bool = False
+    companions: tuple[str, ...] = ()  # files read beside the named one (a tokenizer's other files)
 
     def __post_init__(self):
         if not self.names:
@@ -43,8 +45,8 @@ class T3Spec:
     """T3: backbone architecture and config. `config.text_tokens_dict_size` is read from the file."""
 
     files: HubFiles
-    architecture: str = "llama"   # "llama": Llama_520M (models/t3.py)
-    config: T3Config = field(default_factory=T3Config)
+    architecture: str = "llama"   # "llama": Llama_520M (models/t3.py); "gpt2": T3-Turbo (models/t3_turbo.py)
+    config: T3Config | None = field(default_factory=T3Config)  # None: the architecture's own (gpt2)
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ class VoiceEncoderSpec:
 
 @dataclass(frozen=True)
 class TextSpec:
-    """The text front-end: "english" is punctuation normalisation + tokenizer.json's BPE."""
+    """The text front-end: "english" is punctuation normalisation + tokenizer.json's BPE;
+    "turbo" is Turbo's punctuation normalisation + the GPT-2 tokenizer with its tags."""
 
     files: HubFiles
     frontend: str = "english"
@@ -83,6 +86,16 @@ class PromptSpec:
     t3_seconds: float = 6.0       # the reference's ENC_COND_LEN
     t3_tokens: int = 150          # 6 s of 25 Hz S3 tokens
     s3gen_seconds: float = 10.0   # the reference's DEC_COND_LEN
+    min_reference_seconds: float = 0.0  # a clip must be longer than this (Turbo's reference asserts 5 s)
+
+
+# What the Llama T3 models read; top_k is Turbo's alone.
+LLAMA_CONTROLS = ("exaggeration", "cfg_weight", "temperature", "min_p", "top_p", "repetition_penalty")
+TURBO_CONTROLS = ("temperature", "top_k", "top_p", "repetition_penalty")
+# The expression tags of Turbo's tokenizer (added_tokens.json, non-special), in id order 50257..50275.
+TURBO_TAGS = ("[angry]", "[fear]", "[surprised]", "[whispering]", "[advertisement]", "[dramatic]", "[narration]",
+              "[crying]", "[happy]", "[sarcastic]", "[clear throat]", "[sigh]", "[shush]", "[cough]", "[groan]",
+              "[sniff]", "[gasp]", "[chuckle]", "[laugh]")
 
 
 @dataclass(frozen=True)
@@ -99,9 +112,11 @@ class ModelEntry:
     builtin_voice: BuiltinVoiceSpec | None
     licence: str
     prompt: PromptSpec = field(default_factory=PromptSpec)
-    controls: tuple[str, ...] = tuple(CONTROLS)   # the generation controls it honours
+    controls: tuple[str, ...] = LLAMA_CONTROLS    # the generation controls it honours
     recommended: GenerationParams = field(default_factory=GenerationParams)
     about: str = ""
+    tags: tuple[str, ...] = ()    # expression tags offered as buttons (tokens of its text front-end)
+    loudness_toggle: bool = False  # offers normalising the reference's loudness (on by default)
 
     def __post_init__(self):
         unknown = [c for c in self.controls if c not in CONTROLS]
@@ -149,6 +164,24 @@ MODELS: dict[str, ModelEntry] = {entry.id: entry for entry in (
         # The model card's recommended settings (trained without emotion labels).
         recommended=GenerationParams(temperature=0.6, cfg_weight=0.3),
         about="Kartoffelbox v0.1: a German fine-tune of Chatterbox's T3; use a German reference voice.",
+    ),
+    ModelEntry(
+        # Every file from the Turbo repository: its voice encoder has its own weights.
+        # (Kartoffelbox Turbo, a gated German T3-Turbo fine-tune, has no entry: its file layout is unverified.)
+        id="turbo", label="Turbo (Chatterbox-Turbo)", languages=("en",),
+        t3=T3Spec(HubFiles(TURBO_REPO_ID, ("t3_turbo_v1.safetensors",)), architecture="gpt2", config=None),
+        s3gen=S3GenSpec(HubFiles(TURBO_REPO_ID, ("s3gen_meanflow.safetensors",)), flow_steps=2, meanflow=True),
+        voice_encoder=VoiceEncoderSpec(HubFiles(TURBO_REPO_ID, (VE_FILE,))),
+        text=TextSpec(HubFiles(TURBO_REPO_ID, ("vocab.json",), companions=(
+            "merges.txt", "added_tokens.json", "special_tokens_map.json", "tokenizer_config.json")), frontend="turbo"),
+        builtin_voice=BuiltinVoiceSpec(HubFiles(TURBO_REPO_ID, (CONDS_FILE,))),
+        licence="MIT (ResembleAI/chatterbox-turbo)",
+        prompt=PromptSpec(t3_seconds=15.0, t3_tokens=375, s3gen_seconds=10.0, min_reference_seconds=5.0),
+        controls=TURBO_CONTROLS,
+        recommended=GenerationParams(temperature=0.8, top_k=1000, top_p=0.95, repetition_penalty=1.2),
+        tags=TURBO_TAGS, loudness_toggle=True,
+        about="Chatterbox-Turbo: GPT-2 T3 and a 2-step decoder, the fast English model; reads expression "
+              "tags such as [laugh]; the reference voice must be longer than 5 s.",
     ),
 )}
 

@@ -66,6 +66,8 @@ _EMPHASIS = re.compile(r"(?<!\w)(\*{1,3}|_{1,3}|~~)(?=\S)(.+?)(?<=\S)\1(?!\w)")
 _SQUARE_TAG = re.compile(r"\[([^\[\]\n]{1,80})\]")
 # "<name>", "</name>", "<name attr="value" .../>"; attributes need "=", so "x<y and y>z" is no tag.
 _ANGLE_TAG = re.compile(r"""<(/?)([A-Za-z][\w:-]*)((?:\s+[\w:-]+\s*=\s*(?:"[^"<>]*"|'[^'<>]*'|[^\s"'<>/]+))*)\s*/?>""")
+# A special token as a GPT-2 tokenizer spells it ("<|endoftext|>"): typed, it would become its id.
+_SPECIAL_TOKEN = re.compile(r"<\|[^|<>\n]{1,40}\|>")
 _PAUSE_NAMES = ("pause", "break", "silence", "stille")
 _DURATION = re.compile(r"(\d+(?:[.,]\d+)?)\s*(ms|s|sec|secs|seconds?|sek|sekunden?)?\b", re.IGNORECASE)
 _TAG_LIKE_WORDS, _TAG_LIKE_CHARS = 3, 32  # longer bracketed text is kept as text, without brackets
@@ -220,6 +222,10 @@ class _Rewriter:
         self.removed.append(m.group(0))
         return " "
 
+    def special(self, m: re.Match) -> str:
+        self.removed.append(m.group(0))
+        return " "
+
     def angle(self, m: re.Match) -> str:
         name = m.group(2).lower()
         if name in _PAUSE_NAMES and not m.group(1):
@@ -239,6 +245,7 @@ class _Rewriter:
         text = self.lines(text)
         text = _LINK.sub(r"\1", text)
         text = _EMPHASIS.sub(r"\2", text)
+        text = _SPECIAL_TOKEN.sub(self.special, text)
         text = _SQUARE_TAG.sub(self.square, text)
         text = _ANGLE_TAG.sub(self.angle, text)
         # What is left of brackets cannot be a tag any more; dropping them also means no
@@ -391,15 +398,18 @@ class RequestPlan:
                         for i in self.items)
 
 
-def plan_request(text: str, language: str, tokenizer: TextTokenizer, max_chars: int,
+def plan_request(text: str, language: str, tokenizer, max_chars: int,
                  max_new_tokens: int = MAX_NEW_TOKENS, normalize: bool = True,
                  known_tags: Collection[str] = frozenset()) -> RequestPlan:
     """`prepare_text`, chunking, tokenising and token bounds of a request, in one call.
 
-    Each chunk's bound is `chunk_token_limit` capped at `max_new_tokens`. Raises what
-    `prepare_text` raises.
+    `tokenizer`: the model's text front-end (`TextTokenizer`, or Turbo's `TurboTextTokenizer`);
+    its `tokenize(piece)` gives the ids. Each chunk's bound is `chunk_token_limit` capped at
+    `max_new_tokens`. Raises what `prepare_text` raises.
     """
-    prepared = prepare_text(text, language, normalize, known_tags, vocabulary_characters(tokenizer))
+    # A byte-level BPE (Turbo's GPT-2) spells every character: no letter needs a neighbour.
+    characters = vocabulary_characters(tokenizer) if isinstance(tokenizer, TextTokenizer) else None
+    prepared = prepare_text(text, language, normalize, known_tags, characters)
     items: list[PlannedChunk | Pause] = []
     for item in plan_chunks(prepared, max_chars):
         if isinstance(item, Pause):

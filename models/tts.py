@@ -25,7 +25,8 @@ from .constants import CHUNK_CHARS, MAX_NEW_TOKENS, MAX_TEXT_CHARS, S3_SR, S3GEN
 from .fast_modes import LoadOptions
 from .guard import RunawayGuard
 from .params import GenerationParams, check_text
-from .reference import ReferenceClip, load_reference
+from .loudness import TARGET_LUFS, normalize_loudness
+from .reference import ReferenceAudioError, ReferenceClip, load_reference
 from .registry import BASE_REPO_ID, DEFAULT_MODEL, ModelEntry
 from .residency import LoadedModel, ModelPool
 from .s3gen.s3gen import ReferenceEmbedding
@@ -33,6 +34,7 @@ from .s3gen.streaming import StreamConfig
 from .sampling import SamplingParams
 from .t3 import T3Cond
 from .t3_batching import batcher_for
+from .t3_turbo import S3GEN_SILENCE_TOKEN, SILENCE_TOKENS_APPENDED, TurboSamplingParams
 from .text_prep import ENGLISH_EVENT_TAGS, Pause, PlannedChunk, plan_request
 from .watermark import Watermarker
 
@@ -43,16 +45,24 @@ __all__ = ["CHUNK_CHARS", "MAX_NEW_TOKENS", "MAX_TEXT_CHARS", "SAMPLE_RATE", "Ch
            "GenerationParams", "LivePlayback", "StreamEvent", "Synthesis"]
 
 
+def voice_specs(entry: ModelEntry) -> tuple:
+    """What a prepared voice depends on: models with equal specs can share their voices."""
+    return entry.voice_encoder, entry.s3gen, entry.prompt
+
+
 @dataclass(frozen=True)
 class Conditionals:
     """A prepared voice: T3's conditioning and S3Gen's reference embedding.
 
-    `reference` is the validated clip it came from (None for the built-in voice).
+    `reference` is the validated clip it came from (None for the built-in voice);
+    `prepared_for` the voice encoder, S3Gen and prompt specs it was made with (None: unknown),
+    so that a voice is never used by a model that embeds voices differently.
     """
 
     t3: T3Cond
     gen: ReferenceEmbedding
     reference: ReferenceClip | None = None
+    prepared_for: tuple | None = None
 
     def with_exaggeration(self, exaggeration: float) -> "Conditionals":
         if float(self.t3.emotion_adv) == float(exaggeration):
@@ -221,23 +231,34 @@ class ChatterboxTTS:
 
     @torch.inference_mode()
     def prepare_conditionals(self, audio, exaggeration: float = GenerationParams.exaggeration,
-                             model: str | None = None) -> Conditionals:
+                             model: str | None = None, norm_loudness: bool = True) -> Conditionals:
         """A reference clip (path or (rate, samples)) -> the voice `model` conditions on.
 
         The prompt lengths are the model's (registry `PromptSpec`); models sharing the voice
-        encoder and S3Gen (English, German) can use each other's conditionals.
+        encoder and S3Gen (English, German) can use each other's conditionals. For a model
+        offering it (Turbo, `entry.loudness_toggle`), `norm_loudness` first scales the clip to
+        -27 LUFS, as the reference does. Raises ReferenceAudioError (a ValueError) for an
+        unusable clip, including one not longer than the model's `min_reference_seconds`.
         """
         GenerationParams(exaggeration=exaggeration)  # the one place values are checked
         with self.pool.use(model or self.default_model) as m:
             prompt = m.entry.prompt
             clip = audio if isinstance(audio, ReferenceClip) else load_reference(audio)
-            wav16 = resample(clip.wav, SAMPLE_RATE, S3_SR)
+            wav = clip.wav
+            seconds = len(wav) / SAMPLE_RATE
+            if seconds <= prompt.min_reference_seconds:
+                raise ReferenceAudioError(
+                    f"the reference clip is {seconds:.2f} s long; {m.entry.label} needs more than "
+                    f"{prompt.min_reference_seconds:g} s of the voice")
+            if m.entry.loudness_toggle and norm_loudness:
+                wav = normalize_loudness(wav, SAMPLE_RATE, TARGET_LUFS)
+            wav16 = resample(wav, SAMPLE_RATE, S3_SR)
             prompt16 = torch.from_numpy(wav16[: int(prompt.t3_seconds * S3_SR)]).to(self.device)
             prompt_tokens = m.s3gen.tokenizer.tokenize(prompt16, max_len=prompt.t3_tokens)
             speaker = m.voice_encoder.embed_utterance(wav16)
             t3 = T3Cond(speaker.reshape(1, -1).float(), prompt_tokens.reshape(1, -1).to(self.device),
                         float(exaggeration))
-            return Conditionals(t3, m.s3gen.embed_ref(clip.wav), clip)
+            return Conditionals(t3, m.s3gen.embed_ref(wav), clip, voice_specs(m.entry))
 
     def stream(
         self,
@@ -285,9 +306,13 @@ class ChatterboxTTS:
             voice = conditionals if conditionals is not None else m.builtin_voice
             if voice is None:
                 raise ValueError("no reference voice given and the checkpoint has no built-in voice (conds.pt)")
+            if voice.prepared_for not in (None, voice_specs(entry)):
+                raise ValueError(f"this voice was prepared for a model that embeds voices differently from "
+                                 f"{entry.label}; prepare it again with model={model!r}")
             voice = voice.with_exaggeration(params.exaggeration)
-            plan = plan_request(text, entry.language, m.text, CHUNK_CHARS, max_new_tokens, normalize,
-                                ENGLISH_EVENT_TAGS)
+            # Turbo's tags are its own (a tag typed in the text becomes its token).
+            tags = entry.tags if entry.text.frontend == "turbo" else ENGLISH_EVENT_TAGS
+            plan = plan_request(text, entry.language, m.text, CHUNK_CHARS, max_new_tokens, normalize, tags)
             chunks = plan.chunks
             pieces: list[np.ndarray] = []
             outcomes: list[_ChunkOutcome] = []
@@ -339,17 +364,16 @@ class ChatterboxTTS:
         """
         index, limit = chunk.index, chunk.token_limit
         generator = torch.Generator(device=self.device).manual_seed(chunk_seed(seed, index))
+        decoding, tail = self._decode_tokens(m, chunk, voice, params, generator)
         if blocks is None:
-            audio = WholeChunk(m.s3gen, voice.gen, generator, marker, SAMPLE_RATE)
+            audio = WholeChunk(m.s3gen, voice.gen, generator, marker, SAMPLE_RATE, tail)
         else:
             noise = torch.Generator(device=self.device).manual_seed(noise_seed(seed, index))
-            audio = BlockChunk(m.s3gen, voice.gen, noise, marker, SAMPLE_RATE, replace(blocks, max_tokens=limit))
+            audio = BlockChunk(m.s3gen, voice.gen, noise, marker, SAMPLE_RATE,
+                               replace(blocks, max_tokens=limit + len(tail)), tail)
         tokens: list[int] = []
         released = 0  # tokens handed to `audio`: only those the guard can no longer cut
         guard = RunawayGuard()
-        decoder = batcher_for(m.t3, self.batch_size)  # m.t3 itself when batch_size is 1
-        decoding = decoder.stream_tokens(voice.t3, m.t3.frame_text(chunk.tokens.ids),
-                                         SamplingParams.of(params, limit), generator)
         for token in decoding:
             tokens.append(token)
             loop = guard.push(token)
@@ -379,6 +403,23 @@ class ChatterboxTTS:
             outcome.made_audio = True
             yield StreamEvent(wav, index, n_chunks, chunk_done=i == len(tail) - 1)
 
+    def _decode_tokens(self, m: LoadedModel, chunk: PlannedChunk, voice: Conditionals, params: GenerationParams,
+                       generator: torch.Generator) -> tuple[Iterator[int], tuple[int, ...]]:
+        """The chunk's T3 token stream for the model's architecture, and the tokens S3Gen
+        decodes after its speech (Turbo: three silence tokens, as the reference appends)."""
+        limit = chunk.token_limit
+        if m.entry.t3.architecture == "gpt2":
+            # The reference's max_gen_len counts the steps after the first token.
+            sampling = TurboSamplingParams(temperature=params.temperature, top_k=int(params.top_k),
+                                           top_p=params.top_p, repetition_penalty=params.repetition_penalty,
+                                           max_gen_len=limit - 1)
+            tokens = m.t3.stream_tokens(voice.t3, chunk.tokens.ids, sampling, generator)
+            return _without_first_stop(tokens), (S3GEN_SILENCE_TOKEN,) * SILENCE_TOKENS_APPENDED
+        decoder = batcher_for(m.t3, self.batch_size)  # m.t3 itself when batch_size is 1
+        tokens = decoder.stream_tokens(voice.t3, m.t3.frame_text(chunk.tokens.ids), SamplingParams.of(params, limit),
+                                       generator)
+        return tokens, ()
+
     def synthesize(self, text: str, conditionals: Conditionals | None = None,
                    params: GenerationParams | None = None, **options) -> Synthesis:
         """Speak `text` in the voice of `conditionals` (the built-in voice if None); see `stream`."""
@@ -391,3 +432,16 @@ class ChatterboxTTS:
                  params: GenerationParams | None = None, **options) -> np.ndarray:
         """24 kHz float32 audio of `text` (see `synthesize` for the details of the result)."""
         return self.synthesize(text, conditionals, params, **options).wav
+
+
+def _without_first_stop(tokens: Iterator[int]) -> Iterator[int]:
+    """T3-Turbo's stream without a stop token drawn first: the reference never stops there
+    (decoding goes on) and drops that token before S3Gen, while the pipeline's chunk decoders
+    read a stop as the end of speech."""
+    try:
+        for i, token in enumerate(tokens):
+            if i == 0 and token == STOP_SPEECH_TOKEN:
+                continue
+            yield token
+    finally:
+        tokens.close()  # a chunk cut early ends T3's decoding now

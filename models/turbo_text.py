@@ -57,6 +57,7 @@ class TurboTokenizedText:
     normalized_text: str
     ids: tuple[int, ...]
     truncated: bool = False
+    unknown_characters: tuple[str, ...] = ()  # always empty: byte-level BPE spells any character
 
 
 class TurboTextTokenizer:

@@ -134,11 +134,13 @@ def start_server(checkpoint: Path, max_new_tokens: int = MAX_NEW_TOKENS,
                        f"log tail:\n{server.log_tail()}")
 
 
-def check_generated_audio(wav_file: str | Path | bytes, notes: str, max_new_tokens: int) -> np.ndarray:
+def check_generated_audio(wav_file: str | Path | bytes, notes: str, max_new_tokens: int,
+                          tail_tokens: int = 0) -> np.ndarray:
     """Decode a generated single-chunk wav; check it against the token count and length in the notes.
 
     A generation cut at its token limit may lose a silent tail, so the length is bounded by
-    the tokens' 960 samples each from above and loosely from below.
+    the tokens' 960 samples each from above and loosely from below. `tail_tokens`: tokens the
+    model decodes after the speech (Turbo's 3 silence tokens).
     """
     source = io.BytesIO(wav_file) if isinstance(wav_file, bytes) else str(wav_file)
     wav, rate = sf.read(source, dtype="float32", always_2d=True)
@@ -146,8 +148,8 @@ def check_generated_audio(wav_file: str | Path | bytes, notes: str, max_new_toke
     wav = wav[:, 0]
     tokens = int(re.search(r"from (\d+) speech tokens", notes).group(1))
     assert 1 <= tokens <= max_new_tokens, notes
-    assert 0 < len(wav) <= max_new_tokens * SAMPLES_PER_TOKEN, f"{len(wav)} samples"
-    assert tokens * SAMPLES_PER_TOKEN // 2 <= len(wav) <= tokens * SAMPLES_PER_TOKEN, \
+    assert 0 < len(wav) <= (max_new_tokens + tail_tokens) * SAMPLES_PER_TOKEN, f"{len(wav)} samples"
+    assert tokens * SAMPLES_PER_TOKEN // 2 <= len(wav) <= (tokens + tail_tokens) * SAMPLES_PER_TOKEN, \
         f"{len(wav)} samples for {tokens} speech tokens"
     seconds = float(re.search(r"([\d.]+) s of audio", notes).group(1))
     assert abs(seconds - len(wav) / OUTPUT_SR) <= 0.01, notes
@@ -166,7 +168,10 @@ def shared_server(config: pytest.Config, checkpoint: Path) -> AppServer:
         pytest.fail(f"the app server failed to start earlier in this session: {_start_error}")
     if _server is None:
         try:
-            _server = start_server(checkpoint)
+            from conftest import fake_turbo_checkpoint_dir
+
+            # Turbo loads on its first request only: it costs nothing to tests that do not pick it.
+            _server = start_server(checkpoint, extra_args=("--turbo-checkpoint", str(fake_turbo_checkpoint_dir())))
         except RuntimeError as exc:
             _start_error = str(exc)
             pytest.fail(_start_error)

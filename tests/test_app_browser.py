@@ -210,6 +210,52 @@ def test_model_picker_lists_the_registry_and_applies_each_models_settings(ui):
         expect(page.locator("#model input")).to_have_value(entry.label)
         expect(page.locator("#model-note")).to_contain_text(entry.licence)
         for name in CONTROLS:
-            expect(page.locator(f"#{name} input[type=number]")).to_have_value(
-                _shown(getattr(entry.recommended, name)))
+            box = page.locator(f"#{name} input[type=number]")
+            if name in entry.controls:
+                expect(box).to_have_value(_shown(getattr(entry.recommended, name)))
+            else:
+                expect(box).to_be_hidden()
+    assert ui.js_errors == []
+
+
+def test_turbo_tag_button_inserts_at_the_cursor_and_turbo_speaks(ui, app):
+    from models.registry import MODELS
+
+    turbo = MODELS["turbo"]
+    page = ui.page
+    tags = page.locator("#tags-turbo")
+    expect(tags).to_be_hidden()
+    page.locator("#model input").click()
+    page.get_by_role("option").filter(has_text=turbo.label).click()
+    expect(tags).to_be_visible()
+    expect(tags).to_contain_text("only")  # the note that other models drop tags
+    expect(tags.locator("button")).to_have_text(list(turbo.tags))
+    page.get_by_text("Advanced options").click()
+    expect(page.locator("#top_k input[type=number]")).to_have_value(_shown(1000))
+    expect(page.locator("#norm-loudness")).to_be_visible()
+    for name in ("exaggeration", "cfg_weight", "min_p"):
+        expect(page.locator(f"#{name}")).to_be_hidden()
+
+    box = page.locator("#text textarea")
+    box.fill("Hello there friend.")
+    box.evaluate("(el) => { el.focus(); el.setSelectionRange(5, 5); }")  # after "Hello"
+    tags.get_by_role("button", name="[laugh]", exact=True).click()
+    expect(box).to_have_value("Hello [laugh] there friend.")
+    box.evaluate("(el) => el.setSelectionRange(el.value.length - 1, el.value.length - 1)")  # before "."
+    tags.get_by_role("button", name="[sigh]", exact=True).click()
+    expect(box).to_have_value("Hello [laugh] there friend [sigh].")
+
+    page.locator("#generate").click()  # the built-in Turbo voice
+    outcome = page.wait_for_function(RESULT_OR_ERROR_JS, timeout=GENERATION_MS).json_value()
+    if "error" in outcome:
+        page.screenshot(path=str(FAILURE_SCREENSHOT), full_page=True)
+        pytest.fail(f"Turbo generation failed (see {FAILURE_SCREENSHOT.name}): {outcome['error']}")
+    notes = page.locator("#notes")
+    expect(notes).to_contain_text("speech tokens")
+    wav = check_generated_audio(bytes(page.evaluate(FETCH_BYTES_JS, outcome["src"])), notes.inner_text(),
+                                app.max_new_tokens, tail_tokens=3)
+    playback = page.evaluate(PLAY_JS, [outcome["src"], UI_MS])
+    assert playback["loaded"] == "loadedmetadata" and playback["error"] is None, playback
+    assert playback["duration"] == pytest.approx(len(wav) / OUTPUT_SR, abs=0.01), playback
+    assert playback["played"] == "ended", playback
     assert ui.js_errors == []

@@ -30,7 +30,7 @@ def test_app_starts_without_weights_and_says_why(tmp_path):
             time.sleep(1)
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         with pytest.raises(Exception, match="No model weights could be loaded") as err:
-            client.predict("Hello.", None, 0.5, 0.5, 0.8, 0.05, 1.0, 1.2, 0, True, "English (Chatterbox)",
+            client.predict("Hello.", None, 0.5, 0.5, 0.8, 0.05, 1.0, 1.2, 1000, 0, True, "English (Chatterbox)",
                            api_name="/generate")
         assert "--checkpoint" in str(err.value) and "HF_HUB_OFFLINE" in str(err.value)
         assert http_status(f"http://127.0.0.1:{port}/") == 200  # still serving

@@ -361,3 +361,17 @@ def test_empty_cache_offline_says_how_to_proceed(tmp_path):
     assert loading.BASE_REPO_ID in results[0]["message"]
     assert MODELS["german"].t3.files.repo_id in results[1]["message"]
     assert not any(cache.iterdir()), "an offline lookup must not write into the cache"
+
+
+def test_turbo_tokenizer_is_fetched_with_its_companion_files(fake_turbo_ckpt, tmp_path):
+    """vocab.json names the component; the other four tokenizer files come into the same snapshot."""
+    files = MODELS["turbo"].text.files
+    names = (*files.names, *files.companions)
+    full, partial = tmp_path / "full", tmp_path / "partial"
+    snapshot = make_hub_cache(full, files.repo_id, {n: fake_turbo_ckpt / n for n in names})
+    make_hub_cache(partial, files.repo_id, {n: fake_turbo_ckpt / n for n in names[:-1]})
+    expr = "loading.WeightSources().path(MODELS['turbo'].text.files)"
+    (found,) = run_offline(full, tmp_path / "home-full", expr)
+    assert Path(found["value"]) == snapshot / "vocab.json", found
+    (missing,) = run_offline(partial, tmp_path / "home-partial", expr)
+    assert missing.get("error") == "WeightsUnavailable" and names[-1] in missing["message"], missing

@@ -110,11 +110,12 @@ def test_unknown_model_is_a_clear_error(pool):
 
 
 def test_registry_entries():
-    assert set(MODELS) == {"english", "german"}
+    assert set(MODELS) == {"english", "german", "turbo"}
     for e in MODELS.values():
         assert entry_by_label(e.label) is e and model_entry(e.id) is e
         assert set(e.controls) <= set(CONTROLS)
-        # English and German share every component but T3.
+    for e in (MODELS["english"], MODELS["german"]):
+        # English and German share every component but T3 (Turbo shares none: tests/test_turbo_pipeline.py).
         assert e.s3gen == MODELS["english"].s3gen and e.voice_encoder == MODELS["english"].voice_encoder
     german = MODELS["german"]
     assert german.gated and not MODELS["english"].gated
