@@ -221,8 +221,7 @@ def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_
     similarity = (round(SIMILARITY.score(clip.wav, REF_SR, result.wav, result.sample_rate), 3)
                   if clip and len(result.wav) else None)
     full = (result.sample_rate, _pcm16(result.wav)) if len(result.wav) else None
-    yield (skip, full, gr.update(value=result.seed, visible=True),
-           gr.update(value=similarity, visible=similarity is not None),
+    yield (skip, full, result.seed, similarity,
            ui.result_notes(result, clip, similarity, PIPELINE.watermarker, voice),
            ui.progress_html(result.n_chunks, result.n_chunks, started)
            if not result.stopped else "<div>stopped: the audio made so far is kept</div>")

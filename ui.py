@@ -159,7 +159,9 @@ def generation_tab(handlers: Handlers, examples: list[list], live_visible: bool)
                 api_visibility="private")
     # New inputs go at the end, so positional API calls made before them keep working.
     button.click(handlers.generate, [text, reference, *sliders, seed, watermark, model, normalize, voice],
-                 [live, audio, seed_used, similarity, notes, progress], api_name="generate")
+                 [live, audio, seed_used, similarity, notes, progress], api_name="generate").then(
+        lambda seed, sim: (gr.update(visible=seed is not None), gr.update(visible=sim is not None)),
+        [seed_used, similarity], [seed_used, similarity], queue=False, api_visibility="private")
     stop.click(handlers.stop, None, None, queue=False, api_name="stop")
     return voice
 
