@@ -3,7 +3,8 @@
 Wiring only: the pipeline is built once at module scope (the default model loaded, the
 others on their first request, all kept resident within `--max-resident-gb`), input is
 validated before the GPU window, and one thin `@spaces.GPU` function does the model
-work. The page is built in ui.py from the model registry. Weights come from the Hugging
+work. The page is built in ui.py from the model registry, the voice tabs in voice_tabs.py
+(saved voices live in `--data-dir`). Weights come from the Hugging
 Face Hub, or from a local folder (`--checkpoint DIR` / CHATTERBOX_CHECKPOINT). If no
 weights can be had the page still opens and says why.
 """
@@ -28,14 +29,16 @@ import spaces
 import ui
 from integrations import Integrations, LibraryVoices
 from models import loading
-from models.constants import CHUNK_CHARS, MAX_NEW_TOKENS
+from models.constants import MAX_NEW_TOKENS
 from models.params import CONTROLS, GenerationParams, check_text
 from models.reference import MAX_UPLOAD_BYTES, REF_SR, ReferenceClip, load_reference
-from models.registry import KARTOFFELBOX_REPO_ID, TURBO_REPO_ID, entry_by_label
+from models.registry import KARTOFFELBOX_REPO_ID, MODELS, TURBO_REPO_ID, entry_by_label
 from models.similarity import SpeakerSimilarity
-from models.tts import SAMPLE_RATE, ChatterboxTTS, Conditionals, LivePlayback, Synthesis, voice_specs
+from models.tts import SAMPLE_RATE, ChatterboxTTS, Conditionals, LivePlayback, voice_specs
+from models.voice_library import VoiceLibrary, default_data_dir
 from serving.admission import Admission, Busy
 from serving.speech_service import SpeechService
+from voice_tabs import pipeline_tools, shipped_voices
 
 log = logging.getLogger("chatterbox-space")
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -56,6 +59,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
+    p.add_argument("--data-dir", default=str(default_data_dir()),
+                   help="folder for saved voices (env CHATTERBOX_DATA_DIR; default under the user's cache)")
     p.add_argument("--batch-size", type=int, default=int(env("CHATTERBOX_BATCH_SIZE", "1")),
                    help="generations whose T3 decoding shares one batch (README: Serving many users)")
     p.add_argument("--concurrency", type=int, default=env("CHATTERBOX_CONCURRENCY"),
@@ -111,6 +116,9 @@ SIMILARITY = SpeakerSimilarity()
 EXAMPLES = json.loads((ASSETS / "examples.json").read_text(encoding="utf-8"))
 _voices: OrderedDict[tuple, Conditionals] = OrderedDict()
 _voices_lock = threading.Lock()
+LIBRARY = VoiceLibrary(Path(ARGS.data_dir) / "voices", read_only=shipped_voices(PIPELINE, ASSETS / "voices"))
+TOOLS = pipeline_tools(PIPELINE, LIBRARY, SIMILARITY, WEIGHTS_NOTE.replace("**", ""), can_stream=CAN_STREAM,
+                       gpu=spaces.GPU(duration=120))
 
 
 def _voice(clip: ReferenceClip, model: str, norm_loudness: bool = True) -> Conditionals:
@@ -136,11 +144,37 @@ def _gpu_seconds(text: str, *args, **kwargs) -> int:
     return int(min(120, 20 + len(text) / 15 * 2))
 
 
+def _named_voice(name: str) -> tuple[ReferenceClip | None, str | None]:
+    """A listed voice -> (its clip, the saved voice whose conditionals to load): an example is
+    its clip, the built-in voice neither. VoiceLibraryError (a ValueError) for an unknown name."""
+    entry = LIBRARY.entry(name)
+    return (load_reference(entry.clip) if entry.clip else None), (entry.name if entry.kind == "saved" else None)
+
+
+def _conditionals(clip: ReferenceClip | None, saved: str | None, model: str,
+                  norm_loudness: bool = True) -> Conditionals | None:
+    """The voice for `model`: a saved voice as stored when it was made with the same voice parts,
+    else prepared from its clip; an uploaded or example clip prepared; None: the built-in voice."""
+    if saved:
+        saved_for = LIBRARY.entry(saved).model
+        if saved_for in MODELS and voice_specs(PIPELINE.entry(saved_for)) == voice_specs(PIPELINE.entry(model)):
+            return LIBRARY.load(saved, device=PIPELINE.device)
+        if clip is None:
+            raise ValueError(f"the saved voice {saved!r} was made for another model and has no clip to prepare again")
+    return _voice(clip, model, norm_loudness) if clip is not None else None
+
+
+def _listed_conditionals(name: str, model: str) -> Conditionals | None:
+    """A listed voice by name, for `model` (the APIs' `voice`)."""
+    return _conditionals(*_named_voice(name), model)
+
+
 @spaces.GPU(duration=_gpu_seconds)
 def synthesize_stream(text: str, clip: ReferenceClip | None, params: GenerationParams, model: str,
-                      watermark: bool, cancel: threading.Event, norm_loudness: bool = True):
-    conds = _voice(clip, model, norm_loudness) if clip is not None else None
-    yield from PIPELINE.stream(text, conds, params, model=model, watermark=watermark,
+                      watermark: bool, cancel: threading.Event, norm_loudness: bool = True, normalize: bool = True,
+                      saved: str | None = None):
+    conds = _conditionals(clip, saved, model, norm_loudness)
+    yield from PIPELINE.stream(text, conds, params, model=model, watermark=watermark, normalize=normalize,
                                max_new_tokens=ARGS.max_new_tokens, cancel=cancel, live=LIVE)
 
 
@@ -168,8 +202,11 @@ def _params(model_choice: str, seed, controls: dict) -> tuple[str, GenerationPar
 
 
 def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_p, repetition_penalty, top_k,
-             seed, watermark, model_choice, norm_loudness=True, request: gr.Request = None):
-    """Stream (live audio, full audio, seed used, similarity, notes, progress) as generation goes."""
+             seed, watermark, model_choice, norm_loudness=True, normalize=True, voice=None,
+             request: gr.Request = None):
+    """Stream (live audio, full audio, seed used, similarity, notes, progress) as generation goes.
+
+    `voice` names a listed voice (built-in, example or saved); an uploaded `reference` wins."""
     if PIPELINE is None:
         raise gr.Error(WEIGHTS_NOTE.replace("**", ""))
     values = (exaggeration, cfg_weight, temperature, min_p, top_p, repetition_penalty, top_k)
@@ -177,6 +214,8 @@ def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_
         check_text(text)
         model, params = _params(model_choice, seed, dict(zip(CONTROLS, values)))
         clip = load_reference(reference) if reference else None
+        voice = voice if voice and clip is None else ""
+        clip, saved = _named_voice(voice) if voice else (clip, None)
     except (ValueError, TypeError) as exc:
         raise gr.Error(str(exc)) from exc
 
@@ -187,7 +226,8 @@ def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_
     skip = gr.skip()
     try:
         with ADMISSION.slot():  # the one gate of the browser and the APIs
-            for event in synthesize_stream(text, clip, params, model, bool(watermark), cancel, bool(norm_loudness)):
+            for event in synthesize_stream(text, clip, params, model, bool(watermark), cancel, bool(norm_loudness),
+                                           bool(normalize), saved):
                 if event.result is not None:
                     result = event.result
                 elif event.audio.size:
@@ -206,48 +246,23 @@ def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_
     similarity = (round(SIMILARITY.score(clip.wav, REF_SR, result.wav, result.sample_rate), 3)
                   if clip and len(result.wav) else None)
     full = (result.sample_rate, _pcm16(result.wav)) if len(result.wav) else None
-    yield (skip, full, result.seed, similarity, _notes(result, clip, similarity),
+    yield (skip, full, result.seed, similarity,
+           ui.result_notes(result, clip, similarity, PIPELINE.watermarker, voice),
            ui.progress_html(result.n_chunks, result.n_chunks, started)
            if not result.stopped else "<div>stopped: the audio made so far is kept</div>")
 
 
-def _notes(result: Synthesis, clip: ReferenceClip | None, similarity: float | None) -> str:
-    lines = [f"{result.seconds:.2f} s of audio from {result.n_speech_tokens} speech tokens, seed **{result.seed}**."]
-    lines.append(clip.describe() + "." if clip else "Voice: the built-in voice.")
-    if similarity is not None:
-        lines.append(f"Speaker similarity to the reference (resemblyzer cosine): **{similarity:.3f}**.")
-    if result.watermarked:
-        lines.append("Carries the imperceptible Perth watermark.")
-    elif not PIPELINE.watermarker.available:
-        lines.append(f"Watermark off: {PIPELINE.watermarker.reason}.")
-    else:
-        lines.append("Watermark off (turned off in the advanced options).")
-    if result.hit_token_limit:
-        lines.append("⚠️ A part hit its speech-token limit before the model finished it: its end may be "
-                     "missing. Rephrase or shorten that sentence.")
-    if result.n_chunks > 1:
-        lines.append(f"Long text: spoken in {result.n_chunks} parts of at most {CHUNK_CHARS} characters.")
-    if result.loops_cut:
-        parts = ", ".join(str(i + 1) for i in result.loops_cut)
-        lines.append(f"⚠️ The model started repeating itself in part {parts}; that part was cut where the loop began.")
-    if result.stopped:
-        lines.append("⏹ Stopped on request: this is the audio made until then.")
-    if result.unknown_characters:
-        chars = " ".join(sorted(set(result.unknown_characters)))
-        lines.append(f"⚠️ Characters the model cannot read were skipped: {chars}")
-    return "  \n".join(lines)
-
-
 ADMISSION = Admission(max(1, ARGS.concurrency), max(0, ARGS.max_queue))
-INTEGRATIONS = Integrations(SpeechService(PIPELINE, LibraryVoices(None, None), WEIGHTS_NOTE.replace("**", ""), LIVE,
-                                          ARGS.max_new_tokens), ADMISSION, ARGS.api_key)
+INTEGRATIONS = Integrations(SpeechService(PIPELINE, LibraryVoices(LIBRARY, _listed_conditionals),
+                                          WEIGHTS_NOTE.replace("**", ""), LIVE, ARGS.max_new_tokens),
+                            ADMISSION, ARGS.api_key)
 
 
 def build_demo() -> gr.Blocks:
     voices = sorted(str(p) for p in (ASSETS / "voices").glob("*.wav"))
     examples = [[t, voices[i % len(voices)] if voices else None]
                 for i, t in enumerate(EXAMPLES["english"] + EXAMPLES["german"])]
-    return ui.build_demo(ui.Handlers(generate, request_stop), WEIGHTS_NOTE, examples, CAN_STREAM,
+    return ui.build_demo(ui.Handlers(generate, request_stop, TOOLS), WEIGHTS_NOTE, examples, CAN_STREAM,
                          extra_tabs={"Batch & API": INTEGRATIONS.mcp_and_batch_tab})
 
 

@@ -31,7 +31,8 @@ DOWNLOAD_FORMATS = ("wav", "flac", "mp3", "opus")
 
 class LibraryVoices:
     """Named voices for the APIs: "default" (the model's built-in voice) and every voice of the
-    library (built-in, example and saved). `prepare(name)` gives a listed voice's conditionals."""
+    library (built-in, example and saved). `prepare(name, model)` gives a listed voice's
+    conditionals for that model (None: its built-in voice)."""
 
     def __init__(self, library: VoiceLibrary | None, prepare):
         self.library, self.prepare = library, prepare
@@ -47,7 +48,7 @@ class LibraryVoices:
             return None
         if self.library is None or voice_id not in self.library.names():
             raise LookupError(voice_id)
-        return self.prepare(voice_id)
+        return self.prepare(voice_id, model)
 
 
 @dataclass

@@ -3,8 +3,9 @@
 `build_demo` lays out the generation tab; its controls, their ranges and their defaults
 come from models/params.py (`CONTROLS`) and models/registry.py (each model's honoured
 controls and recommended settings, applied when the model is picked). Handlers are
-passed in, so this module holds no model state (app.py wires it). More tabs (voice
-conversion, saved voices, batch) go beside `generation_tab`.
+passed in, so this module holds no model state (app.py wires it). The voice tabs
+(voice_tabs.py: conversion, saved voices, voice lab, watermark check) sit beside
+`generation_tab`; the saved-voice picker of the generation tab reads the same library.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import gradio as gr
 from models.constants import CHUNK_CHARS, MAX_TEXT_CHARS
 from models.params import CONTROLS
 from models.registry import MODELS, ModelEntry, entry_by_label
+from voice_tabs import VoiceTools, build_voice_tabs
 
 MAIN_CONTROLS = ("exaggeration", "cfg_weight")  # shown above the advanced options
 TAGGED = [e for e in MODELS.values() if e.tags]  # models with expression-tag buttons
@@ -36,6 +38,7 @@ INSERT_TAG_JS = """(text) => {
   if (box) setTimeout(() => { box.focus(); box.setSelectionRange(caret, caret); }, 50);
   return before + lead + tag + trail + after;
 }"""
+NO_VOICE = ("None: the reference clip above, or the model's built-in voice", "")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,45 @@ class Handlers:
 
     generate: Callable
     stop: Callable
+    tools: VoiceTools
+
+
+def voice_choices(tools: VoiceTools) -> list:
+    """The saved-voice picker's choices: none, then built-in, example and saved voices by name."""
+    return [NO_VOICE] + tools.voice_names()
+
+
+def result_notes(result, clip, similarity: float | None, watermarker, voice: str = "") -> str:
+    """The notes under a result (Markdown): length, seed, voice, similarity, watermark, what the
+    text preparation changed, and warnings. `result` is a models.tts.Synthesis."""
+    lines = [f"{result.seconds:.2f} s of audio from {result.n_speech_tokens} speech tokens, seed **{result.seed}**."]
+    if voice:
+        lines.append(f"Voice: **{voice}**" + (f" ({clip.describe()})." if clip else "."))
+    else:
+        lines.append(clip.describe() + "." if clip else "Voice: the built-in voice.")
+    if similarity is not None:
+        lines.append(f"Speaker similarity to the reference (resemblyzer cosine): **{similarity:.3f}**.")
+    if result.watermarked:
+        lines.append("Carries the imperceptible Perth watermark.")
+    elif not watermarker.available:
+        lines.append(f"Watermark off: {watermarker.reason}.")
+    else:
+        lines.append("Watermark off (turned off in the advanced options).")
+    lines.extend(result.notes)  # what text preparation changed: the text as read, pauses, tags left out
+    if result.hit_token_limit:
+        lines.append("⚠️ A part hit its speech-token limit before the model finished it: its end may be "
+                     "missing. Rephrase or shorten that sentence.")
+    if result.n_chunks > 1:
+        lines.append(f"Long text: spoken in {result.n_chunks} parts of at most {CHUNK_CHARS} characters.")
+    if result.loops_cut:
+        parts = ", ".join(str(i + 1) for i in result.loops_cut)
+        lines.append(f"⚠️ The model started repeating itself in part {parts}; that part was cut where the loop began.")
+    if result.stopped:
+        lines.append("⏹ Stopped on request: this is the audio made until then.")
+    if result.unknown_characters:
+        chars = " ".join(sorted(set(result.unknown_characters)))
+        lines.append(f"⚠️ Characters the model cannot read were skipped: {chars}")
+    return "  \n".join(lines)
 
 
 def count_chars(text: str) -> str:
@@ -97,15 +139,23 @@ def _slider(name: str, entry: ModelEntry) -> gr.Slider:
                      elem_id=name, visible=name in entry.controls)
 
 
-def generation_tab(handlers: Handlers, weights_note: str, examples: list[list], live_visible: bool) -> None:
+def generation_tab(handlers: Handlers, examples: list[list], live_visible: bool) -> gr.Dropdown:
+    """The text-to-speech tab; returns its saved-voice picker (refreshed by `build_demo`)."""
     first = next(iter(MODELS.values()))
+    tools = handlers.tools
     with gr.Row():
         with gr.Column():
             text = gr.Textbox(label="Text to speak", value=examples[0][0], lines=4, max_lines=8, elem_id="text")
             counter = gr.Markdown(count_chars(examples[0][0]), elem_id="char-count")
+            normalize = gr.Checkbox(value=True, label="Read numbers, amounts and symbols as words",
+                                    elem_id="normalize")
             reference = gr.Audio(sources=["upload", "microphone"], type="filepath",
                                  label="Reference voice (optional; the built-in voice if empty)",
                                  elem_id="reference")
+            hints = gr.Markdown(elem_id="reference-hints")
+            # The last choice wins: picking a voice clears the clip, giving a clip resets the picker.
+            voice = gr.Dropdown(voice_choices(tools), value="", allow_custom_value=True, elem_id="voice",
+                                label="…or a saved voice (made in the Saved voices tab; replaces the clip)")
             model = gr.Dropdown([e.label for e in MODELS.values()], value=first.label, label="Model",
                                 elem_id="model")
             note = gr.Markdown(model_note(first), elem_id="model-note")
@@ -121,21 +171,35 @@ def generation_tab(handlers: Handlers, weights_note: str, examples: list[list], 
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
                 stop = gr.Button("Stop", variant="stop", elem_id="stop")
         with gr.Column():
+            # No download button: a streamed player has no file behind it (the full audio has one).
             live = gr.Audio(label="Live playback (starts while the rest is generated)", streaming=True,
-                            autoplay=True, interactive=False, elem_id="live", visible=live_visible)
+                            autoplay=True, interactive=False, elem_id="live", visible=live_visible, buttons=[])
             progress = gr.HTML(elem_id="progress")
             audio = gr.Audio(label="Full audio", type="numpy", format="wav", elem_id="output", interactive=False)
-            seed_used = gr.Number(label="Seed used", precision=0, interactive=False, elem_id="seed-used")
-            similarity = gr.Number(label="Speaker similarity", interactive=False, elem_id="similarity")
+            # Hidden until a result gives them a value (a number box would show 0).
+            seed_used = gr.Number(label="Seed used", precision=0, interactive=False, elem_id="seed-used",
+                                  visible=False)
+            similarity = gr.Number(label="Speaker similarity", interactive=False, elem_id="similarity",
+                                   visible=False)
             notes = gr.Markdown(elem_id="notes")
     gr.Examples(examples, inputs=[text, reference])
     sliders = [controls[name] for name in CONTROLS]
     text.change(count_chars, text, counter, queue=False, api_visibility="private")
     model.change(control_updates, model, sliders + [note, *tag_groups, loudness], queue=False,
                  api_visibility="private")
-    button.click(handlers.generate, [text, reference, *sliders, seed, watermark, model, loudness],
-                 [live, audio, seed_used, similarity, notes, progress], api_name="generate")
+    reference.change(tools.hints, reference, hints, api_visibility="private")
+    for given in (reference.upload, reference.stop_recording):
+        given(lambda: "", None, voice, queue=False, api_visibility="private")
+    voice.input(lambda name: None if name else gr.skip(), voice, reference, queue=False, api_visibility="private")
+    voice.focus(lambda: gr.update(choices=voice_choices(tools)), None, voice, queue=False,
+                api_visibility="private")
+    # New inputs go at the end, so positional API calls made before them keep working.
+    button.click(handlers.generate, [text, reference, *sliders, seed, watermark, model, loudness, normalize, voice],
+                 [live, audio, seed_used, similarity, notes, progress], api_name="generate").then(
+        lambda seed, sim: (gr.update(visible=seed is not None), gr.update(visible=sim is not None)),
+        [seed_used, similarity], [seed_used, similarity], queue=False, api_visibility="private")
     stop.click(handlers.stop, None, None, queue=False, api_name="stop")
+    return voice
 
 
 def build_demo(handlers: Handlers, weights_note: str, examples: list[list], live_visible: bool,
@@ -143,11 +207,16 @@ def build_demo(handlers: Handlers, weights_note: str, examples: list[list], live
     """The page: the generation tab, then `extra_tabs` (title -> builder called inside its tab)."""
     with gr.Blocks(title="Chatterbox voice cloning") as demo:
         gr.Markdown("# Chatterbox voice cloning\nType text, give a reference voice (upload or record a few "
-                    "seconds of speech), and hear it spoken in that voice.")
+                    "seconds of speech, or pick a saved one), and hear it spoken in that voice.")
         gr.Markdown(weights_note, elem_id="weights-note")
         with gr.Tab("Text to speech"):
-            generation_tab(handlers, weights_note, examples, live_visible)
+            voice = generation_tab(handlers, examples, live_visible)
+        _, _, message = build_voice_tabs(handlers.tools, demo)
         for title, build in (extra_tabs or {}).items():
             with gr.Tab(title):
                 build()
+        # Saved voices appear in the picker on page load and after every save, rename or delete.
+        refresh = lambda: gr.update(choices=voice_choices(handlers.tools))  # noqa: E731
+        demo.load(refresh, None, voice, api_visibility="private")
+        message.change(refresh, None, voice, queue=False, api_visibility="private")
     return demo

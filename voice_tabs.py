@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, ContextManager, Iterator
 
 import gradio as gr
@@ -18,7 +19,7 @@ from models.reference import REF_SR, ReferenceAudioError, load_reference
 from models.vc import SAMPLE_RATE, VoiceConverter, load_source
 from models.voice_hints import reference_hints
 from models.voice_lab import MAX_CLIPS, build_map, render
-from models.voice_library import VoiceLibrary, VoiceLibraryError
+from models.voice_library import ReadOnlyVoice, VoiceLibrary, VoiceLibraryError
 from models.watermark import Watermarker, check_watermark
 
 UPLOAD = "(use the uploaded clip)"
@@ -271,8 +272,11 @@ class VoiceTools:
         button.click(self.check, audio, [verdict, label], api_name="watermark_check")
 
 
-def build_voice_tabs(tools: VoiceTools, demo: gr.Blocks) -> None:
-    """All four tabs, inside `demo` (open); the saved-voice list is re-read on every page load."""
+def build_voice_tabs(tools: VoiceTools, demo: gr.Blocks) -> tuple:
+    """All four tabs, inside `demo` (open); the saved-voice list is re-read on every page load.
+
+    Returns the Saved voices tab's (table, picker, message): the message changes after every
+    save, rename or delete, so other tabs can refresh their voice lists on it."""
     with gr.Tab("Voice conversion"):
         tools.conversion_tab()
     with gr.Tab("Saved voices"):
@@ -282,3 +286,34 @@ def build_voice_tabs(tools: VoiceTools, demo: gr.Blocks) -> None:
     with gr.Tab("Watermark check"):
         tools.watermark_tab()
     demo.load(lambda: tools._refresh(""), None, list(library_outputs), api_visibility="private")
+    return library_outputs
+
+
+def shipped_voices(pipeline, examples_dir: Path) -> dict[str, ReadOnlyVoice]:
+    """The built-in voice (when the loaded checkpoint has one) and the example clips
+    (`examples_dir/*.wav`, by file name), listed read-only beside the saved voices."""
+    voices = {p.stem: ReadOnlyVoice("example", clip=p) for p in sorted(Path(examples_dir).glob("*.wav"))}
+    if pipeline is not None and pipeline.model().builtin_voice is not None:
+        builtin = ReadOnlyVoice("built-in", conditionals=lambda: pipeline.model().builtin_voice,
+                                model=pipeline.default_model)
+        voices = {"Built-in voice": builtin, **voices}
+    return voices
+
+
+def pipeline_tools(pipeline, library: VoiceLibrary, similarity, unavailable: str, *, can_stream: bool,
+                   gpu: Callable[[Callable], Callable]) -> VoiceTools:
+    """The voice tabs' tools on a models.tts.ChatterboxTTS: its English S3Gen (shared with
+    text to speech), its watermarker, voices prepared for the English model. Without a
+    pipeline (no weights) the watermark check and the library still work; model work raises
+    RuntimeError(`unavailable`)."""
+    def english_s3gen():
+        if pipeline is None:
+            raise RuntimeError(unavailable)
+        return pipeline.model("english").s3gen
+
+    def prepare(clip, exaggeration: float):
+        return pipeline.prepare_conditionals(clip, exaggeration, model="english")
+
+    return VoiceTools(get_s3gen=english_s3gen, watermarker=pipeline.watermarker if pipeline else Watermarker(),
+                      library=library, similarity=similarity, prepare_voice=prepare if pipeline else None,
+                      model_name="english", can_stream=can_stream, gpu=gpu)

@@ -4,7 +4,8 @@
 checkpoint and a small speech-token cap, waits until it answers HTTP (model loading takes
 ~20-60 s on 2 cores), and registers its shutdown for the end of the session. Its output goes
 to test-artifacts/app-server.log. A start that failed is not retried: later callers fail at once.
-`check_generated_audio` holds the checks both suites make on a returned wav.
+`check_generated_audio` holds the checks both suites make on a returned wav. Saved voices go
+to a fresh data folder (`AppServer.data_dir`, `--data-dir`) removed with the server.
 """
 from __future__ import annotations
 
@@ -52,6 +53,11 @@ class AppServer:
     max_new_tokens: int
     temp_dir: Path
     _log_file: object = field(repr=False, default=None)
+
+    @property
+    def data_dir(self) -> Path:
+        """The server's `--data-dir` (saved voices in its `voices/`)."""
+        return self.temp_dir / "data"
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -112,7 +118,8 @@ def start_server(checkpoint: Path, max_new_tokens: int = MAX_NEW_TOKENS,
     env = dict(os.environ, PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False",
                HF_HUB_OFFLINE="1", GRADIO_TEMP_DIR=str(temp_dir))
     cmd = [sys.executable, str(REPO / "app.py"), "--checkpoint", str(checkpoint), "--host", "127.0.0.1",
-           "--port", str(port), "--max-new-tokens", str(max_new_tokens), "--concurrency", "1", *extra_args]
+           "--port", str(port), "--max-new-tokens", str(max_new_tokens), "--concurrency", "1",
+           "--data-dir", str(temp_dir / "data"), *extra_args]
     log_file = log_path.open("w", encoding="utf-8")
     log_file.write(f"$ {' '.join(cmd)}\n")
     log_file.flush()

@@ -52,10 +52,10 @@ class Generated:
     notes: str                  # markdown
 
 
-def generate(client: Client, reference: Path, **overrides) -> Generated:
+def generate(client: Client, reference: Path | None, **overrides) -> Generated:
     """One `/generate` call; the outputs are picked by their labels, not their positions."""
     args = {**DEFAULTS, **overrides}
-    job = client.submit(reference=handle_file(str(reference)), api_name="/generate", **args)
+    job = client.submit(reference=handle_file(str(reference)) if reference else None, api_name="/generate", **args)
     values = job.result(timeout=GENERATION_TIMEOUT_S)
     returns = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]["returns"]
     by_label = {r["label"]: v for r, v in zip(returns, values)}
@@ -134,6 +134,7 @@ BAD_INPUTS = [
     pytest.param({}, "not_audio", r"could not decode 'notes\.mp3' as audio", id="text-file-as-mp3"),
     pytest.param({}, "silent", r"reference clip is silent", id="silent-wav"),
     pytest.param({}, "short", r"reference clip is 0\.50 s long; at least 1 s", id="sub-second-wav"),
+    pytest.param({"voice": "Nobody Here"}, None, r"no voice named 'Nobody Here'", id="unknown-voice-name"),
 ]
 
 
@@ -141,7 +142,7 @@ BAD_INPUTS = [
 def test_bad_input_is_rejected_before_generation(client, refs, overrides, ref, message):
     start = time.monotonic()
     with pytest.raises(AppError) as err:
-        generate(client, refs[ref], **overrides)
+        generate(client, refs[ref] if ref else None, **overrides)
     elapsed = time.monotonic() - start
     assert re.search(message, str(err.value)), f"message does not name the problem: {err.value}"
     assert elapsed < REJECT_WITHIN_S, f"rejection took {elapsed:.1f} s: did it generate first?"
@@ -155,6 +156,31 @@ def test_unusual_but_valid_reference_works(client, refs, app, ref, described):
     check_generated_audio(out.audio, out.notes, app.max_new_tokens)
     assert out.seed == SEED and -1.0 <= out.similarity <= 1.0
     assert described in out.notes, out.notes
+
+
+def test_new_inputs_come_last_so_positional_calls_keep_working(client):
+    params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]["parameters"]
+    names = [p["parameter_name"] for p in params]
+    assert names == ["text", "reference", "exaggeration", "cfg_weight", "temperature", "min_p", "top_p",
+                     "repetition_penalty", "seed", "watermark", "model_choice", "normalize", "voice"]
+    defaults = {p["parameter_name"]: p.get("parameter_default") for p in params[-2:]}
+    assert defaults == {"normalize": True, "voice": ""}
+
+
+@pytest.mark.slow
+def test_a_listed_voice_by_name_and_the_watermark_check(client, app):
+    # An example voice by name: its clip is the reference (described and compared with).
+    out = generate(client, None, voice="aishell_s0764_b", text="It costs 5 €. [pause:1s] Bye.")
+    wav, rate = sf.read(out.audio, dtype="float32")
+    # Two spoken parts of at most max_new_tokens each (960 samples a token) around 1 s of silence.
+    assert rate + 960 <= len(wav) <= rate + 2 * app.max_new_tokens * 960, len(wav)
+    assert "Voice: **aishell_s0764_b** (Reference: 4.1 s, 16000 Hz, mono)" in out.notes, out.notes
+    assert "Read as: It costs five euros. [pause 1 s] Bye." in out.notes, out.notes
+    assert -1.0 <= out.similarity <= 1.0
+    verdict, label = client.predict(handle_file(out.audio), api_name="/watermark_check")
+    assert verdict.startswith("Perth watermark detected"), verdict
+    verdict, label = client.predict(handle_file(str(VOICES / "aishell_s0764_b.wav")), api_name="/watermark_check")
+    assert verdict.startswith("no Perth watermark detected"), verdict
 
 
 @pytest.mark.slow

@@ -259,3 +259,135 @@ def test_turbo_tag_button_inserts_at_the_cursor_and_turbo_speaks(ui, app):
     assert playback["duration"] == pytest.approx(len(wav) / OUTPUT_SR, abs=0.01), playback
     assert playback["played"] == "ended", playback
     assert ui.js_errors == []
+
+
+# --- text preparation and the voice tools in the page ----------------------------------------------
+
+PREP_TEXT = "It costs 5 €. [pause:1.5s]\n***\nBye."
+SAVED_VOICE = "Browser Voice"
+GENERATED_WAV = ARTIFACTS / "app-generated-prepared.wav"
+LAB_SCREENSHOT = ARTIFACTS / "voice-lab-plot.png"
+DOWNLOAD_JS = """(selector) => {
+  const count = (root) => {
+    let n = 0;
+    for (const el of root.querySelectorAll('*')) {
+      const label = (el.getAttribute('aria-label') || el.getAttribute('title') || '').toLowerCase();
+      if ((el.tagName === 'A' && el.hasAttribute('download')) || label === 'download') n++;
+      if (el.shadowRoot) n += count(el.shadowRoot);
+    }
+    return n;
+  };
+  const host = document.querySelector(selector);
+  return host ? count(host) : -1;
+}"""
+
+
+def _generate_and_wait(ui: Ui) -> str:
+    """Click Generate; the full audio's src once it exists (fails on an error toast)."""
+    page = ui.page
+    page.locator("#generate").click()
+    outcome = page.wait_for_function(RESULT_OR_ERROR_JS, timeout=GENERATION_MS).json_value()
+    if "error" in outcome:
+        page.screenshot(path=str(FAILURE_SCREENSHOT), full_page=True)
+        pytest.fail(f"generation failed (see {FAILURE_SCREENSHOT.name}): {outcome['error']}")
+    expect(page.locator("#notes")).to_contain_text("speech tokens")
+    return outcome["src"]
+
+
+def test_text_preparation_notes_and_result_boxes(ui):
+    page = ui.page
+    # Nothing is known before a result: no 0 in the seed and similarity boxes.
+    expect(page.locator("#seed-used")).to_be_hidden()
+    expect(page.locator("#similarity")).to_be_hidden()
+    expect(page.locator("#normalize input")).to_be_checked()
+    page.locator("#text textarea").fill(PREP_TEXT)
+    src = _generate_and_wait(ui)
+
+    notes = page.locator("#notes").inner_text()
+    read_as = next(line for line in notes.splitlines() if line.startswith("Read as:"))
+    assert "five euros" in read_as and "Bye." in read_as, read_as
+    assert re.search(r"\[pause \d+(\.\d+)? s\]", read_as), read_as
+    spoken = re.sub(r"\[pause [^\]]*\]", "", read_as)
+    for raw in ("€", "*", "[", re.compile(r"\d")):
+        found = raw.search(spoken) if isinstance(raw, re.Pattern) else raw in spoken
+        assert not found, f"{raw!r} reached the model: {read_as}"
+    assert "1 separator line(s) read as a pause" in notes
+    assert "Voice: the built-in voice." in notes
+    # Two spoken parts around the pause: more audio than one part's token cap.
+    wav_bytes = bytes(page.evaluate(FETCH_BYTES_JS, src))
+    GENERATED_WAV.write_bytes(wav_bytes)
+    expect(page.locator("#seed-used")).to_be_visible()
+    assert re.fullmatch(r"[1-9]\d*", page.locator("#seed-used input").input_value())
+    expect(page.locator("#similarity")).to_be_hidden()  # no reference clip: no similarity to show
+    # The streamed player offers no download (it has no file behind it); the full audio does.
+    assert page.evaluate(DOWNLOAD_JS, "#output") > 0
+    assert page.evaluate(DOWNLOAD_JS, "#live") == 0
+    assert ui.js_errors == []
+
+
+def test_normalisation_can_be_turned_off(ui):
+    page = ui.page
+    page.locator("#text textarea").fill("Room 5.")
+    page.locator("#normalize input").uncheck()
+    _generate_and_wait(ui)
+    notes = page.locator("#notes").inner_text()
+    assert "five" not in notes and "Read as:" not in notes, notes
+
+
+def test_save_voice_reload_pick_generate_and_keep_it_after_restart(ui, app):
+    from models.voice_library import VoiceLibrary
+
+    page = ui.page
+    page.locator("#reference input[type=file]").first.set_input_files(str(VOICE))
+    expect(page.locator("#reference-hints")).to_contain_text("Clip length")
+
+    page.get_by_role("tab", name="Saved voices").click()
+    page.locator("#lib-name input").fill(SAVED_VOICE)
+    page.locator("#lib-clip input[type=file]").first.set_input_files(str(VOICE))
+    page.wait_for_function(AUDIO_SRC_JS, arg="#lib-clip", timeout=UI_MS)
+    page.locator("#lib-save").click()
+    expect(page.locator("#lib-message")).to_contain_text(f"Saved {SAVED_VOICE}", timeout=GENERATION_MS)
+
+    page.reload(wait_until="domcontentloaded")
+    page.locator("#generate").wait_for(timeout=PAGE_LOAD_MS)
+    page.locator("#text textarea").fill(TEXT)
+    page.locator("#voice input").click()
+    page.get_by_role("option").filter(has_text=SAVED_VOICE).click()
+    expect(page.locator("#voice input")).to_have_value(SAVED_VOICE)
+    src = _generate_and_wait(ui)
+    notes = page.locator("#notes").inner_text()
+    assert f"Voice: {SAVED_VOICE}" in notes, notes
+    assert "Speaker similarity" in notes  # the saved clip is the reference it is compared with
+    playback = page.evaluate(PLAY_JS, [src, UI_MS])
+    assert playback["loaded"] == "loadedmetadata" and playback["played"] == "ended", playback
+    assert ui.js_errors == []
+
+    # A restarted app reads the same data folder: the voice is there, with its conditionals.
+    again = VoiceLibrary(app.data_dir / "voices")
+    assert SAVED_VOICE in again.names() and again.entry(SAVED_VOICE).kind == "saved"
+    conds = again.load(SAVED_VOICE)
+    assert conds.reference is not None and conds.t3.speaker_emb.shape[-1] == 256
+
+
+def test_voice_lab_plot_and_watermark_check(ui):
+    page = ui.page
+    page.get_by_role("tab", name="Voice lab").click()
+    others = sorted(VOICES.glob("*.wav"))
+    page.locator("#lab-files input[type=file]").first.set_input_files([str(p) for p in others])
+    page.locator("#lab-compare").click()
+    plot = page.locator("#lab-plot img")
+    expect(plot).to_be_visible(timeout=GENERATION_MS)
+    expect(page.locator("#lab-matrix")).to_contain_text(others[0].stem)
+    page.locator("#lab-plot").screenshot(path=str(LAB_SCREENSHOT))
+
+    # The output of the text-preparation test above (it runs first in this file) and its voice.
+    assert GENERATED_WAV.is_file(), "test_text_preparation_notes_and_result_boxes saves the generated file"
+    for path, expected in ((GENERATED_WAV, r"^\s*Perth watermark detected \(confidence"),
+                           (VOICE, r"^\s*no Perth watermark detected \(confidence")):
+        page.reload(wait_until="domcontentloaded")
+        page.get_by_role("tab", name="Watermark check").click()
+        page.locator("#wm-audio input[type=file]").first.set_input_files(str(path))
+        page.wait_for_function(AUDIO_SRC_JS, arg="#wm-audio", timeout=UI_MS)
+        page.locator("#wm-check").click()
+        expect(page.locator("#wm-verdict")).to_have_text(re.compile(expected), timeout=GENERATION_MS)
+    assert ui.js_errors == []
