@@ -7,6 +7,7 @@ functions are plain methods, so they are usable and testable without a browser.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator
@@ -306,14 +307,16 @@ def pipeline_tools(pipeline, library: VoiceLibrary, similarity, unavailable: str
     text to speech), its watermarker, voices prepared for the English model. Without a
     pipeline (no weights) the watermark check and the library still work; model work raises
     RuntimeError(`unavailable`)."""
+    @contextmanager
     def english_s3gen():
         if pipeline is None:
             raise RuntimeError(unavailable)
-        return pipeline.model("english").s3gen
+        with pipeline.pool.use("english") as m:  # kept loaded for the whole conversion
+            yield m.s3gen
 
     def prepare(clip, exaggeration: float):
         return pipeline.prepare_conditionals(clip, exaggeration, model="english")
 
-    return VoiceTools(get_s3gen=english_s3gen, watermarker=pipeline.watermarker if pipeline else Watermarker(),
+    return VoiceTools(use_s3gen=english_s3gen, watermarker=pipeline.watermarker if pipeline else Watermarker(),
                       library=library, similarity=similarity, prepare_voice=prepare if pipeline else None,
                       model_name="english", can_stream=can_stream, gpu=gpu)

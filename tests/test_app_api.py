@@ -162,9 +162,10 @@ def test_new_inputs_come_last_so_positional_calls_keep_working(client):
     params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]["parameters"]
     names = [p["parameter_name"] for p in params]
     assert names == ["text", "reference", "exaggeration", "cfg_weight", "temperature", "min_p", "top_p",
-                     "repetition_penalty", "seed", "watermark", "model_choice", "normalize", "voice"]
-    defaults = {p["parameter_name"]: p.get("parameter_default") for p in params[-2:]}
-    assert defaults == {"normalize": True, "voice": ""}
+                     "repetition_penalty", "top_k", "seed", "watermark", "model_choice", "norm_loudness",
+                     "normalize", "voice"]
+    defaults = {p["parameter_name"]: p.get("parameter_default") for p in params[-3:]}
+    assert defaults == {"norm_loudness": True, "normalize": True, "voice": ""}
 
 
 @pytest.mark.slow
