@@ -11,14 +11,12 @@ weights can be had the page still opens and says why.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
 import shutil
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,17 +30,16 @@ from models import loading
 from models.constants import MAX_NEW_TOKENS
 from models.params import CONTROLS, GenerationParams, check_text
 from models.reference import MAX_UPLOAD_BYTES, REF_SR, ReferenceClip, load_reference
-from models.registry import KARTOFFELBOX_REPO_ID, MODELS, TURBO_REPO_ID, entry_by_label
+from models.registry import KARTOFFELBOX_REPO_ID, TURBO_REPO_ID, entry_by_label
 from models.similarity import SpeakerSimilarity
-from models.tts import SAMPLE_RATE, ChatterboxTTS, Conditionals, LivePlayback, voice_specs
+from models.tts import SAMPLE_RATE, ChatterboxTTS, LivePlayback
 from models.voice_library import VoiceLibrary, default_data_dir
 from serving.admission import Admission, Busy
 from serving.speech_service import SpeechService
-from voice_tabs import pipeline_tools, shipped_voices
+from voice_tabs import VoiceResolver, pipeline_tools, shipped_voices
 
 log = logging.getLogger("chatterbox-space")
 ASSETS = Path(__file__).resolve().parent / "assets"
-VOICE_CACHE_SIZE = 16
 # Gradio encodes streamed audio with ffmpeg; without it only the full audio is shown.
 CAN_STREAM = bool(shutil.which("ffmpeg") and shutil.which("ffprobe"))
 
@@ -114,29 +111,10 @@ PIPELINE, WEIGHTS_NOTE = load_pipeline(ARGS)
 LIVE = LivePlayback(first_block=ARGS.first_block) if CAN_STREAM else None
 SIMILARITY = SpeakerSimilarity()
 EXAMPLES = json.loads((ASSETS / "examples.json").read_text(encoding="utf-8"))
-_voices: OrderedDict[tuple, Conditionals] = OrderedDict()
-_voices_lock = threading.Lock()
 LIBRARY = VoiceLibrary(Path(ARGS.data_dir) / "voices", read_only=shipped_voices(PIPELINE, ASSETS / "voices"))
+VOICES = VoiceResolver(PIPELINE, LIBRARY)
 TOOLS = pipeline_tools(PIPELINE, LIBRARY, SIMILARITY, WEIGHTS_NOTE.replace("**", ""), can_stream=CAN_STREAM,
                        gpu=spaces.GPU(duration=120))
-
-
-def _voice(clip: ReferenceClip, model: str, norm_loudness: bool = True) -> Conditionals:
-    """Prepared conditionals per distinct clip, so repeated voices are embedded once (models
-    with the same voice encoder, S3Gen, prompt lengths and loudness handling share them)."""
-    entry = PIPELINE.entry(model)
-    loudness = entry.loudness_toggle and bool(norm_loudness)
-    key = (hashlib.sha256(clip.wav.tobytes()).hexdigest(), voice_specs(entry), loudness)
-    with _voices_lock:
-        if key in _voices:
-            _voices.move_to_end(key)
-            return _voices[key]
-    conds = PIPELINE.prepare_conditionals(clip, model=model, norm_loudness=loudness)
-    with _voices_lock:
-        _voices[key] = conds
-        while len(_voices) > VOICE_CACHE_SIZE:
-            _voices.popitem(last=False)
-    return conds
 
 
 def _gpu_seconds(text: str, *args, **kwargs) -> int:
@@ -144,36 +122,11 @@ def _gpu_seconds(text: str, *args, **kwargs) -> int:
     return int(min(120, 20 + len(text) / 15 * 2))
 
 
-def _named_voice(name: str) -> tuple[ReferenceClip | None, str | None]:
-    """A listed voice -> (its clip, the saved voice whose conditionals to load): an example is
-    its clip, the built-in voice neither. VoiceLibraryError (a ValueError) for an unknown name."""
-    entry = LIBRARY.entry(name)
-    return (load_reference(entry.clip) if entry.clip else None), (entry.name if entry.kind == "saved" else None)
-
-
-def _conditionals(clip: ReferenceClip | None, saved: str | None, model: str,
-                  norm_loudness: bool = True) -> Conditionals | None:
-    """The voice for `model`: a saved voice as stored when it was made with the same voice parts,
-    else prepared from its clip; an uploaded or example clip prepared; None: the built-in voice."""
-    if saved:
-        saved_for = LIBRARY.entry(saved).model
-        if saved_for in MODELS and voice_specs(PIPELINE.entry(saved_for)) == voice_specs(PIPELINE.entry(model)):
-            return LIBRARY.load(saved, device=PIPELINE.device)
-        if clip is None:
-            raise ValueError(f"the saved voice {saved!r} was made for another model and has no clip to prepare again")
-    return _voice(clip, model, norm_loudness) if clip is not None else None
-
-
-def _listed_conditionals(name: str, model: str) -> Conditionals | None:
-    """A listed voice by name, for `model` (the APIs' `voice`)."""
-    return _conditionals(*_named_voice(name), model)
-
-
 @spaces.GPU(duration=_gpu_seconds)
 def synthesize_stream(text: str, clip: ReferenceClip | None, params: GenerationParams, model: str,
                       watermark: bool, cancel: threading.Event, norm_loudness: bool = True, normalize: bool = True,
                       saved: str | None = None):
-    conds = _conditionals(clip, saved, model, norm_loudness)
+    conds = VOICES.conditionals(clip, saved, model, norm_loudness)
     yield from PIPELINE.stream(text, conds, params, model=model, watermark=watermark, normalize=normalize,
                                max_new_tokens=ARGS.max_new_tokens, cancel=cancel, live=LIVE)
 
@@ -215,7 +168,7 @@ def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_
         model, params = _params(model_choice, seed, dict(zip(CONTROLS, values)))
         clip = load_reference(reference) if reference else None
         voice = voice if voice and clip is None else ""
-        clip, saved = _named_voice(voice) if voice else (clip, None)
+        clip, saved = VOICES.named(voice) if voice else (clip, None)
     except (ValueError, TypeError) as exc:
         raise gr.Error(str(exc)) from exc
 
@@ -253,7 +206,7 @@ def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_
 
 
 ADMISSION = Admission(max(1, ARGS.concurrency), max(0, ARGS.max_queue))
-INTEGRATIONS = Integrations(SpeechService(PIPELINE, LibraryVoices(LIBRARY, _listed_conditionals),
+INTEGRATIONS = Integrations(SpeechService(PIPELINE, LibraryVoices(LIBRARY, VOICES.listed),
                                           WEIGHTS_NOTE.replace("**", ""), LIVE, ARGS.max_new_tokens),
                             ADMISSION, ARGS.api_key)
 

@@ -6,7 +6,10 @@ functions are plain methods, so they are usable and testable without a browser.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +20,8 @@ import numpy as np
 import soundfile as sf
 
 from models.reference import REF_SR, ReferenceAudioError, load_reference
+from models.registry import MODELS
+from models.tts import voice_specs
 from models.vc import SAMPLE_RATE, VoiceConverter, load_source
 from models.voice_hints import reference_hints
 from models.voice_lab import MAX_CLIPS, build_map, render
@@ -320,3 +325,56 @@ def pipeline_tools(pipeline, library: VoiceLibrary, similarity, unavailable: str
     return VoiceTools(use_s3gen=english_s3gen, watermarker=pipeline.watermarker if pipeline else Watermarker(),
                       library=library, similarity=similarity, prepare_voice=prepare if pipeline else None,
                       model_name="english", can_stream=can_stream, gpu=gpu)
+
+
+class VoiceResolver:
+    """The voice a request names, for the model it asks: an uploaded or example clip prepared
+    (cached per clip and voice parts, so a voice is embedded once), a saved voice as stored when
+    it was made with the same voice parts (else prepared again from its clip), or None for the
+    model's built-in voice. Thread-safe."""
+
+    CACHE_SIZE = 16
+
+    def __init__(self, pipeline, library: VoiceLibrary):
+        self.pipeline, self.library = pipeline, library
+        self._cache: OrderedDict[tuple, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def prepared(self, clip, model: str, norm_loudness: bool = True):
+        """Conditionals of `clip` (a ReferenceClip) for `model`, from the cache when made before."""
+        entry = self.pipeline.entry(model)
+        loudness = entry.loudness_toggle and bool(norm_loudness)
+        key = (hashlib.sha256(clip.wav.tobytes()).hexdigest(), voice_specs(entry), loudness)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        conds = self.pipeline.prepare_conditionals(clip, model=model, norm_loudness=loudness)
+        with self._lock:
+            self._cache[key] = conds
+            while len(self._cache) > self.CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return conds
+
+    def named(self, name: str):
+        """A listed voice -> (its clip, the saved voice whose conditionals to load): an example is
+        its clip, the built-in voice neither. VoiceLibraryError (a ValueError) for an unknown name."""
+        entry = self.library.entry(name)
+        return (load_reference(entry.clip) if entry.clip else None), (entry.name if entry.kind == "saved" else None)
+
+    def conditionals(self, clip, saved: str | None, model: str, norm_loudness: bool = True):
+        """The voice for `model` from a clip and/or a saved voice's name (None: the built-in voice)."""
+        if saved:
+            saved_for = self.library.entry(saved).model
+            same_parts = saved_for in MODELS and \
+                voice_specs(self.pipeline.entry(saved_for)) == voice_specs(self.pipeline.entry(model))
+            if same_parts:
+                return self.library.load(saved, device=self.pipeline.device)
+            if clip is None:
+                raise ValueError(f"the saved voice {saved!r} was made for another model and has no clip to "
+                                 "prepare again")
+        return self.prepared(clip, model, norm_loudness) if clip is not None else None
+
+    def listed(self, name: str, model: str):
+        """A listed voice by name, for `model` (the APIs' `voice`)."""
+        return self.conditionals(*self.named(name), model)
