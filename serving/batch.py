@@ -132,7 +132,7 @@ def run_batch(items: list[BatchItem], synthesize: Callable[[BatchItem], BatchRes
             name = f"{item.file}.{fmt.extension}"
             try:
                 result = synthesize(item)
-            except ValueError as exc:
+            except (ValueError, RuntimeError) as exc:  # e.g. nothing speakable, or no speech tokens drawn
                 rows.append((item.line, "", item.text, item.voice or "", item.seed or "", "", f"error: {exc}"))
                 yield done, len(items), f"line {item.line}: {exc}"
                 continue
