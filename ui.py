@@ -35,8 +35,14 @@ INSERT_TAG_JS = """(text) => {
   const lead = before && !/\\s$/.test(before) ? ' ' : '';
   const trail = after && !/^[\\s.,!?;:]/.test(after) ? ' ' : '';
   const caret = before.length + lead.length + tag.length + trail.length;
-  if (box) setTimeout(() => { box.focus(); box.setSelectionRange(caret, caret); }, 50);
-  return before + lead + tag + trail + after;
+  const result = before + lead + tag + trail + after;
+  // Gradio writes the returned value into the box a moment later; place the caret once it has.
+  const place = (tries) => {
+    if (box.value === result) { box.focus(); box.setSelectionRange(caret, caret); }
+    else if (tries > 0) setTimeout(() => place(tries - 1), 20);
+  };
+  if (box) setTimeout(() => place(50), 0);
+  return result;
 }"""
 NO_VOICE = ("None: the reference clip above, or the model's built-in voice", "")
 

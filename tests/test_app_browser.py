@@ -241,6 +241,9 @@ def test_turbo_tag_button_inserts_at_the_cursor_and_turbo_speaks(ui, app):
     box.evaluate("(el) => { el.focus(); el.setSelectionRange(5, 5); }")  # after "Hello"
     tags.get_by_role("button", name="[laugh]", exact=True).click()
     expect(box).to_have_value("Hello [laugh] there friend.")
+    # the caret lands right after the inserted tag, where a following tag would go
+    page.wait_for_function("() => document.querySelector('#text textarea').selectionStart === 13",
+                           timeout=UI_MS)
     box.evaluate("(el) => el.setSelectionRange(el.value.length - 1, el.value.length - 1)")  # before "."
     tags.get_by_role("button", name="[sigh]", exact=True).click()
     expect(box).to_have_value("Hello [laugh] there friend [sigh].")
