@@ -21,22 +21,32 @@ GOLDEN = PARITY / "golden"
 CKPT_FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt")
 
 
-def fake_checkpoint_dir() -> Path:
-    """Folder holding the fake checkpoint; made on first use (~30 s, ~4 GB RAM)."""
-    script = PARITY / "make_checkpoint.py"
-    digest = hashlib.sha256(script.read_bytes()).hexdigest()[:12]
+def _cached_checkpoint(name: str, files: tuple[str, ...], family: str, conds: Path,
+                       scripts: tuple[Path, ...]) -> Path:
+    """Folder `<cache>/<name>-<hash of the generator scripts>` holding a fake checkpoint of `family`;
+    made on first use by the kit's make_checkpoint.py (seed 0), plus the kit's `conds` as conds.pt.
+
+    Written to a partial folder first and renamed, so a killed session never leaves a half checkpoint."""
+    digest = hashlib.sha256(b"".join(s.read_bytes() for s in scripts)).hexdigest()[:12]
     root = Path(os.environ.get("CHATTERBOX_TEST_CACHE", Path(tempfile.gettempdir()) / "chatterbox-test-cache"))
-    out = root / f"fake-ckpt-{digest}"
-    if all((out / f).is_file() for f in CKPT_FILES):
+    out = root / f"{name}-{digest}"
+    if all((out / f).is_file() for f in files):
         return out
-    tmp = root / f"fake-ckpt-{digest}.partial-{os.getpid()}"
+    tmp = root / f"{name}-{digest}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    subprocess.run([sys.executable, str(script), str(tmp), "--seed", "0"], check=True)
-    shutil.copy(PARITY / "conds.pt", tmp / "conds.pt")
+    subprocess.run([sys.executable, str(PARITY / "make_checkpoint.py"), str(tmp), "--family", family,
+                    "--seed", "0"], check=True)
+    shutil.copy(conds, tmp / "conds.pt")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
+
+
+def fake_checkpoint_dir() -> Path:
+    """Folder holding the fake English checkpoint; made on first use (~30 s, ~4 GB RAM)."""
+    return _cached_checkpoint("fake-ckpt", CKPT_FILES, "english", PARITY / "conds.pt",
+                              (PARITY / "make_checkpoint.py",))
 
 
 @pytest.fixture(scope="session")
@@ -57,24 +67,9 @@ TURBO_CKPT_FILES = ("ve.safetensors", "t3_turbo_v1.safetensors", "s3gen_meanflow
 
 
 def fake_turbo_checkpoint_dir() -> Path:
-    """Folder holding the fake Turbo checkpoint; made on first use (~35 s, ~4 GB RAM).
-
-    Keyed by the generator's hash, like the English one, with its own folder name.
-    """
-    script = PARITY / "make_checkpoint.py"
-    digest = hashlib.sha256(script.read_bytes()).hexdigest()[:12]
-    root = Path(os.environ.get("CHATTERBOX_TEST_CACHE", Path(tempfile.gettempdir()) / "chatterbox-test-cache"))
-    out = root / f"fake-turbo-ckpt-{digest}"
-    if all((out / f).is_file() for f in TURBO_CKPT_FILES):
-        return out
-    tmp = root / f"fake-turbo-ckpt-{digest}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    subprocess.run([sys.executable, str(script), str(tmp), "--family", "turbo", "--seed", "0"], check=True)
-    shutil.copy(PARITY / "turbo" / "conds.pt", tmp / "conds.pt")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out
+    """Folder holding the fake Turbo checkpoint; made on first use (~35 s, ~4 GB RAM)."""
+    return _cached_checkpoint("fake-turbo-ckpt", TURBO_CKPT_FILES, "turbo", PARITY / "turbo" / "conds.pt",
+                              (PARITY / "make_checkpoint.py",))
 
 
 @pytest.fixture(scope="session")
@@ -123,24 +118,9 @@ MTL_CKPT_FILES = ("ve.pt", "t3_mtl23ls_v2.safetensors", "s3gen.pt", "grapheme_mt
 
 def fake_multilingual_checkpoint_dir() -> Path:
     """Folder holding the fake multilingual checkpoint; made on first use (~20 s, ~4.5 GB RAM).
-
-    Keyed by the hash of both generator scripts (the multilingual one imports the English rules).
-    """
-    scripts = (PARITY / "make_checkpoint.py", PARITY / "multilingual" / "make_checkpoint_mtl.py")
-    digest = hashlib.sha256(b"".join(s.read_bytes() for s in scripts)).hexdigest()[:12]
-    root = Path(os.environ.get("CHATTERBOX_TEST_CACHE", Path(tempfile.gettempdir()) / "chatterbox-test-cache"))
-    out = root / f"fake-mtl-ckpt-{digest}"
-    if all((out / f).is_file() for f in MTL_CKPT_FILES):
-        return out
-    tmp = root / f"fake-mtl-ckpt-{digest}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    subprocess.run([sys.executable, str(scripts[0]), str(tmp), "--family", "multilingual", "--seed", "0"],
-                   check=True)
-    shutil.copy(PARITY / "conds.pt", tmp / "conds.pt")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out
+    Keyed by both generator scripts (the multilingual one imports the English rules)."""
+    return _cached_checkpoint("fake-mtl-ckpt", MTL_CKPT_FILES, "multilingual", PARITY / "conds.pt",
+                              (PARITY / "make_checkpoint.py", PARITY / "multilingual" / "make_checkpoint_mtl.py"))
 
 
 @pytest.fixture(scope="session")
