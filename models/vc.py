@@ -11,7 +11,9 @@ window decodes its core tokens with `context_tokens` of source on either side, t
 every frame is fixed by its position in the whole source, neighbouring windows' mels are
 crossfaded over `blend_frames` at the join, and one `StreamingVocoder` (continuous sine phase,
 overlap by HiFT's receptive field) and one `StreamingWatermark` run over the whole stream, so
-the joins carry no click. Audio is yielded window by window as it is made.
+the joins carry no click. Each join is moved (up to `join_search_tokens`) to the quietest
+stretch of the source near its nominal place, so with real weights it falls in a pause
+(`piece_bounds`). Audio is yielded window by window as it is made.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from torch import Tensor
 from .audio import resample
 from .reference import MAX_UPLOAD_BYTES, ReferenceAudioError, load_reference
 from .s3gen.hift import SourceDraws, fade_in_envelope
-from .constants import S3_SR, S3GEN_MEL_FRAMES_PER_TOKEN as MEL_FRAMES_PER_TOKEN, S3GEN_SR
+from .constants import S3_SR, S3_TOKEN_RATE, S3GEN_MEL_FRAMES_PER_TOKEN as MEL_FRAMES_PER_TOKEN, S3GEN_SR
 from .s3gen.s3gen import DEC_COND_LEN, ReferenceEmbedding, S3Gen
 from .s3gen.streaming import StreamConfig, StreamingVocoder
 from .watermark import StreamingWatermark, Watermarker
@@ -47,10 +49,13 @@ class VCConfig:
     piece_tokens: int = 250       # longer sources: 10 s of new audio per window ...
     context_tokens: int = 25      # ... decoded with 1 s of source on either side (flow attention context)
     blend_frames: int = 20        # mel frames crossfaded at each join (0.4 s), inside the context
+    join_search_tokens: int = 50  # a join moves up to 2 s to the source's quietest 0.4 s (a pause)
 
     def __post_init__(self):
         if self.piece_tokens < 1 or self.whole_max_tokens < 0:
             raise ValueError("need piece_tokens >= 1 and whole_max_tokens >= 0")
+        if not 0 <= self.join_search_tokens < self.piece_tokens // 2:
+            raise ValueError("join_search_tokens must be in [0, piece_tokens / 2)")
         # A window's mel starts one frame late when the prompt mel is odd (see Flow), so the
         # blend must end at least one frame inside the context on each side.
         if not 0 <= self.blend_frames // 2 <= MEL_FRAMES_PER_TOKEN * self.context_tokens - 1:
@@ -109,6 +114,43 @@ def target_16k(wav24: np.ndarray) -> np.ndarray:
 
     kept = torch.from_numpy(np.ascontiguousarray(wav24[:DEC_COND_LEN], dtype=np.float32))
     return torchaudio.transforms.Resample(S3GEN_SR, S3_SR)(kept).numpy()
+
+
+SOURCE_SAMPLES_PER_TOKEN = S3_SR // S3_TOKEN_RATE  # 640: an S3 token is 40 ms of the 16 kHz source
+
+
+def piece_bounds(wav16: np.ndarray, n_tokens: int, config: VCConfig | None = None) -> list[int]:
+    """Token bounds [0, b1, ..., n] of the windows a long source is converted in.
+
+    Each join b_k is placed within `join_search_tokens` of `b_{k-1} + piece_tokens` where the
+    source's mean power over the blend (`blend_frames / 4` tokens either side) is lowest,
+    ties going to the nominal place; windows go on while more than 1.5 pieces remain, so the
+    last one holds 0.5-1.5 pieces. In the output the join between windows is centred on
+    sample 960·b_k − 480·lost (lost = 1 when the target's prompt mel has an odd frame count).
+    A source of at most `whole_max_tokens` is one window.
+    """
+    c = config or VCConfig()
+    if n_tokens <= c.whole_max_tokens:
+        return [0, n_tokens]
+    spt = SOURCE_SAMPLES_PER_TOKEN
+    power = np.zeros(n_tokens, dtype=np.float64)
+    wav = np.asarray(wav16[: n_tokens * spt], dtype=np.float64)
+    full = len(wav) // spt
+    power[:full] = np.mean(wav[: full * spt].reshape(full, spt) ** 2, axis=1)
+    if full < n_tokens and len(wav) > full * spt:
+        power[full] = np.mean(wav[full * spt:] ** 2)
+    reach = max(1, math.ceil(c.blend_frames / (2 * MEL_FRAMES_PER_TOKEN)))
+
+    def blend_power(b: int) -> float:  # mean power of the tokens the blend at b covers
+        return float(np.mean(power[max(0, b - reach):min(n_tokens, b + reach)]))
+
+    bounds = [0]
+    while n_tokens - bounds[-1] > c.piece_tokens + c.piece_tokens // 2:
+        nominal = bounds[-1] + c.piece_tokens
+        candidates = range(nominal - c.join_search_tokens,
+                           min(nominal + c.join_search_tokens, n_tokens - c.piece_tokens // 2) + 1)
+        bounds.append(min(candidates, key=lambda b: (blend_power(b), abs(b - nominal))))
+    return bounds + [n_tokens]
 
 
 class _BlockNoise:
@@ -192,7 +234,8 @@ class VoiceConverter:
             return
         watermark = StreamingWatermark(marker, SAMPLE_RATE) if marker is not None else None
         done = 0
-        for piece in self._windows(tokens, target, generator):
+        bounds = piece_bounds(wav16, tokens.numel(), self.config)
+        for piece in self._windows(tokens, target, generator, bounds):
             piece = self._fade_in(piece, done)
             done += len(piece)
             out = watermark.push(piece) if watermark is not None else piece
@@ -211,8 +254,9 @@ class VoiceConverter:
         n = min(len(piece), len(envelope) - start)
         return np.concatenate([piece[:n] * envelope[start:start + n], piece[n:]]).astype(np.float32)
 
-    def _windows(self, tokens: Tensor, ref: ReferenceEmbedding, generator: torch.Generator) -> Iterator[np.ndarray]:
-        """Raw (unfaded, unwatermarked) audio of a long source, one window's worth at a time."""
+    def _windows(self, tokens: Tensor, ref: ReferenceEmbedding, generator: torch.Generator,
+                 bounds: list[int]) -> Iterator[np.ndarray]:
+        """Raw (unfaded, unwatermarked) audio of a long source, one window (`bounds`) at a time."""
         c, flow, hift = self.config, self.s3gen.flow, self.s3gen.mel2wav
         fpt = MEL_FRAMES_PER_TOKEN
         n, n_prompt, prompt_frames = tokens.numel(), ref.prompt_token.numel(), ref.prompt_feat.shape[0]
@@ -227,9 +271,6 @@ class VoiceConverter:
         draws = SourceDraws(phases.to(dev), _BlockNoise(harmonics, noise_seed, dev))
         vocoder = StreamingVocoder(hift, draws, StreamConfig())
         half = c.blend_frames // 2
-        bounds = list(range(0, n, c.piece_tokens)) + [n]
-        if len(bounds) > 2 and n - bounds[-2] < c.piece_tokens // 2:
-            bounds.pop(-2)  # no short last window: fold it into the one before
         pending: Tensor | None = None  # the previous window's mel over the next join's blend region
         for k in range(len(bounds) - 1):
             a, b = bounds[k], bounds[k + 1]

@@ -7,6 +7,7 @@ A screenshot of the finished page is saved to test-artifacts/app-screenshot.png.
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 from dataclasses import dataclass, field
@@ -394,3 +395,105 @@ def test_voice_lab_plot_and_watermark_check(ui):
         page.locator("#wm-check").click()
         expect(page.locator("#wm-verdict")).to_have_text(re.compile(expected), timeout=GENERATION_MS)
     assert ui.js_errors == []
+
+
+# --- voice conversion of a long source -----------------------------------------------------------
+
+VC_TARGET = VOICES / "aishell_s0764_b.wav"
+VC_SHORT_S = 30.0                # three windows, two joins: the CI version (~2 min on 2 cores)
+VC_LONG_S = 180.0                # the 3-minute source (~10 min on 2 cores): `-m heavy`
+VC_MS_PER_SOURCE_S = 10_000      # CPU conversion with the fake checkpoint runs at ~3 s per source second
+
+# The converted audio's src once it has one, or the text of an error toast if one shows first.
+VC_RESULT_OR_ERROR_JS = """() => {
+  const toast = document.querySelector('[data-testid="toast-body"].error');
+  if (toast) return {error: toast.innerText};
+  const src = (%s)('#vc-output');
+  return src ? {src} : null;
+}""" % AUDIO_SRC_JS
+
+# Load the audio, start it, then jump to its last second and let it end (a 3-minute file
+# would take 3 minutes to play through in real time).
+PLAY_END_JS = """async ([src, timeoutMs]) => {
+  const a = new Audio(src);
+  const waitFor = (ok) => new Promise((resolve) => {
+    a.addEventListener(ok, () => resolve(ok), {once: true});
+    a.addEventListener('error', () => resolve('error'), {once: true});
+    setTimeout(() => resolve('timeout'), timeoutMs);
+  });
+  const loaded = await waitFor('loadedmetadata');
+  const duration = a.duration;
+  let played;
+  try {
+    await a.play();
+    await new Promise((r) => setTimeout(r, 300));
+    const started = a.currentTime;
+    const ended = waitFor('ended');
+    a.currentTime = Math.max(0, duration - 1.0);
+    played = (await ended) + ' after ' + started.toFixed(2) + ' s';
+  } catch (e) { played = 'play() failed: ' + e; }
+  return {loaded, duration, played, currentTime: a.currentTime, error: a.error ? a.error.code : null};
+}"""
+
+
+def _convert_long_source_in_browser(ui: Ui, tmp_path, seconds: float) -> None:
+    """Upload `seconds` of real speech (the two AISHELL clips looped) and a target clip in the Voice
+    conversion tab, convert, and check the downloaded result: length from the source's tokens, it plays
+    to its end with that duration, and no join between the conversion's windows makes a larger sample
+    step than any stretch inside the windows."""
+    import numpy as np
+    import soundfile as sf
+
+    from models.vc import VCConfig, load_source, piece_bounds
+    from test_vc import join_steps, real_voice
+
+    page = ui.page
+    source = tmp_path / f"source_{seconds:.0f}s.wav"
+    sf.write(source, real_voice(seconds), 16_000)
+    page.get_by_role("tab", name="Voice conversion").click()
+    page.locator("#vc-source input[type=file]").first.set_input_files(str(source))
+    page.wait_for_function(AUDIO_SRC_JS, arg="#vc-source", timeout=UI_MS)
+    page.locator("#vc-target input[type=file]").first.set_input_files(str(VC_TARGET))
+    page.wait_for_function(AUDIO_SRC_JS, arg="#vc-target", timeout=UI_MS)
+    expect(page.locator("#vc-hints")).to_contain_text("Clip length")
+    page.locator("#vc-convert").click()
+    timeout = int(VC_MS_PER_SOURCE_S * seconds) + PAGE_LOAD_MS
+    outcome = page.wait_for_function(VC_RESULT_OR_ERROR_JS, timeout=timeout, polling=1000).json_value()
+    if "error" in outcome:
+        page.screenshot(path=str(FAILURE_SCREENSHOT), full_page=True)
+        pytest.fail(f"conversion failed (see {FAILURE_SCREENSHOT.name}): {outcome['error']}")
+    notes = page.locator("#vc-notes")
+    expect(notes).to_contain_text("watermarked (Perth)")
+
+    wav_bytes = bytes(page.evaluate(FETCH_BYTES_JS, outcome["src"]))
+    (ARTIFACTS / f"vc-converted-{seconds:.0f}s.wav").write_bytes(wav_bytes)
+    wav, rate = sf.read(io.BytesIO(wav_bytes), dtype="float32")
+    wav16 = load_source(source)
+    n_tokens = -(-(len(wav16) // 160) // 4)  # the S3 tokenizer: 4 frames of 10 ms per token
+    lost, rest = divmod(960 * n_tokens - len(wav), 480)
+    assert rate == OUTPUT_SR and rest == 0 and lost in (0, 1), f"{len(wav)} samples for {n_tokens} tokens"
+    assert f"{len(wav) / OUTPUT_SR:.1f} s" in notes.inner_text()
+    playback = page.evaluate(PLAY_END_JS, [outcome["src"], UI_MS])
+    assert playback["loaded"] == "loadedmetadata" and playback["error"] is None, playback
+    assert playback["duration"] == pytest.approx(len(wav) / OUTPUT_SR, abs=0.01), playback
+    assert playback["played"].startswith("ended"), playback
+
+    config = VCConfig()
+    bounds = piece_bounds(wav16, n_tokens, config)  # the plan the server converted by
+    at_joins, inside = join_steps(wav, bounds, lost, config)
+    print(f"{seconds:.0f} s source, {len(at_joins)} joins at tokens {bounds[1:-1]}: largest step in a join "
+          f"region {max(at_joins):.4f} (each: {', '.join(f'{s:.4f}' for s in at_joins)}), inside windows "
+          f"{inside:.4f}")
+    assert len(at_joins) == len(bounds) - 2 >= 2
+    assert max(at_joins) <= inside, (at_joins, inside)
+    assert np.all(np.isfinite(wav)) and np.abs(wav).max() < 1.0
+    assert ui.js_errors == []
+
+
+def test_voice_conversion_of_a_long_source_has_no_audible_join(ui, tmp_path):
+    _convert_long_source_in_browser(ui, tmp_path, VC_SHORT_S)
+
+
+@pytest.mark.heavy
+def test_voice_conversion_of_a_three_minute_source_has_no_audible_join(ui, tmp_path):
+    _convert_long_source_in_browser(ui, tmp_path, VC_LONG_S)

@@ -19,7 +19,7 @@ from models.s3gen.flow import Flow, FlowConfig
 from models.s3gen.hift import HiFTConfig, HiFTGenerator
 from models.s3gen.s3gen import ReferenceEmbedding, S3Gen
 from models.s3gen.tokenizer import S3Tokenizer, S3TokenizerConfig
-from models.vc import VCConfig, VoiceConverter, load_source
+from models.vc import VCConfig, VoiceConverter, load_source, piece_bounds
 
 N_FEATS, XVEC = 80, 12  # real mel bins: targets are embedded with the real 80-bin mel
 TINY_FLOW = FlowConfig(spk_embed_dim=XVEC,
@@ -90,8 +90,47 @@ def test_short_source_is_one_reference_call_with_the_seeded_noise():
     assert len(expected) == 960 * len(tokens) - 480  # odd prompt mel
 
 
-def _steps(wav: np.ndarray) -> np.ndarray:
-    return np.abs(np.diff(wav.astype(np.float64)))
+def join_steps(wav: np.ndarray, bounds: list[int], lost: int, config: VCConfig = VCConfig()) -> tuple[list, float]:
+    """Largest |sample step| in each join region, and outside every join region (fade-in skipped).
+
+    A join region is all audio the join can touch: the mel crossfade (`blend_frames` centred on
+    output sample 960·b − 480·lost) widened by HiFT's reach (14 frames) on each side, since the
+    vocoder's output at a frame depends on mel frames that far away.
+    """
+    from models.s3gen.streaming import HIFT_REACH_FRAMES
+
+    steps = np.abs(np.diff(np.asarray(wav, dtype=np.float64)))
+    reach = 480 * (config.blend_frames // 2 + HIFT_REACH_FRAMES)
+    near = np.zeros(len(steps), dtype=bool)
+    near[:960] = True  # the fade-in
+    at_joins = []
+    for b in bounds[1:-1]:
+        centre = 960 * b - 480 * lost
+        near[centre - reach:centre + reach] = True
+        at_joins.append(float(steps[centre - reach:centre + reach].max()))
+    return at_joins, float(steps[~near].max())
+
+
+def test_piece_bounds_put_joins_in_the_sources_pauses():
+    config = VCConfig()
+    wav16 = real_voice(60.0)
+    n = 1500
+    bounds = piece_bounds(wav16, n, config)
+    assert bounds[0] == 0 and bounds[-1] == n
+    sizes = np.diff(bounds)
+    assert np.all(sizes[:-1] >= config.piece_tokens - config.join_search_tokens)
+    assert np.all(sizes[:-1] <= config.piece_tokens + config.join_search_tokens)
+    assert config.piece_tokens // 2 <= sizes[-1] <= config.piece_tokens * 3 // 2
+    power = np.mean(wav16[: n * 640].reshape(n, 640).astype(np.float64) ** 2, axis=1)
+    for b in bounds[1:-1]:  # each join's blend (5 tokens either side) is the quietest stretch in reach
+        here = power[b - 5:b + 5].mean()
+        nominal_range = range(b - 2 * config.join_search_tokens, b + 2 * config.join_search_tokens)
+        typical = np.median([power[t - 5:t + 5].mean() for t in nominal_range if 5 <= t <= n - 5])
+        assert here < 0.1 * typical, (b, here, typical)  # > 10 dB below the speech around it
+    assert piece_bounds(wav16, config.whole_max_tokens, config) == [0, config.whole_max_tokens]
+    # Without a pause to find (the same power everywhere), the joins stay at their nominal places.
+    steady = np.where(np.arange(n * 640) % 2 == 0, 0.1, -0.1).astype(np.float32)
+    assert piece_bounds(steady, n, config) == [0, 250, 500, 750, 1000, 1250, n]
 
 
 @pytest.mark.slow
@@ -103,23 +142,13 @@ def test_three_minute_real_voice_converts_in_windows_without_a_join_step():
     n_tokens = s3gen.tokenizer.tokenize(torch.from_numpy(wav16)).numel()
     pieces = list(converter.stream(wav16, target, seed=3))
     wav = np.concatenate(pieces)
-    assert len(pieces) >= n_tokens // config.piece_tokens - 1  # streamed window by window
+    bounds = piece_bounds(wav16, n_tokens, config)
+    assert len(pieces) >= len(bounds) - 2  # streamed window by window
     assert len(wav) == 960 * n_tokens - 480
     assert np.all(np.isfinite(wav)) and np.abs(wav).max() <= 0.99
-    # Joins: where consecutive pieces meet, and the crossfaded mel regions between windows.
-    steps = _steps(wav)
-    edges = np.cumsum([len(p) for p in pieces])[:-1]
-    near = np.zeros(len(steps), dtype=bool)
-    for e in edges:
-        near[max(0, e - 2):e + 1] = True
-    spf, half = 480, config.blend_frames // 2
-    for b in range(config.piece_tokens, n_tokens - config.piece_tokens // 2, config.piece_tokens):
-        centre = spf * (2 * b - 1)  # the odd prompt mel cuts the first source frame
-        near[max(0, centre - spf * (half + 2)):centre + spf * (half + 2)] = True
-    inside = steps[~near][960:]  # skip the fade-in
-    join_max, inside_max = steps[near].max(), inside.max()
-    print(f"largest step at joins {join_max:.4f}, inside pieces {inside_max:.4f}, {len(edges)} piece joins")
-    assert join_max <= inside_max
+    at_joins, inside = join_steps(wav, bounds, lost=1, config=config)
+    print(f"largest step at {len(at_joins)} joins {max(at_joins):.4f}, inside pieces {inside:.4f}")
+    assert max(at_joins) <= inside
 
 
 @pytest.mark.slow
