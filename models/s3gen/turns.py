@@ -11,9 +11,11 @@ next step goes to a request whose first audio is still to come (`urgent`), other
 that has waited longest (round robin). A request's first audio thus waits for at most one step of
 each other request, not for their decodes. Each step computes exactly what it computes alone.
 
-A thread opts in with `sharing(turns, urgent)` around its S3Gen calls; the sampler's loop wraps
-every estimator call in `flow_step()`, which is free for threads that did not opt in (golden
-replays, voice conversion, tools).
+T3's decoding steps (the batcher's thread) are not part of the turns: they run beside the flow step
+in progress, so tokens keep coming for everyone (a newcomer's own T3 is slowed by that step, though).
+A thread opts in with `sharing(turns, urgent)` around its S3Gen calls; the sampler's loop wraps every
+estimator call in `flow_step()`, which is free for threads that did not opt in (golden replays,
+voice conversion, tools).
 """
 from __future__ import annotations
 
