@@ -25,6 +25,7 @@ captured for one request's shapes).
 """
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -38,6 +39,7 @@ from .constants import START_SPEECH_TOKEN, STOP_SPEECH_TOKEN
 from .sampling import SamplingParams
 from .t3 import T3, KVCache, T3Cond
 
+log = logging.getLogger(__name__)
 CAPACITY_STEP = 256  # the shared cache grows in multiples of this many positions
 _END = object()      # after a request's last token in its queue
 
@@ -98,6 +100,8 @@ class T3Batcher:
         self.step_tokens = 0      # tokens those steps drew
         self.step_seconds = 0.0   # time in those steps (admissions excluded)
         self.max_active = 0       # most requests ever decoded in one step
+        self.active = 0           # requests decoding now (as of the last step boundary)
+        self.ended = {"finished": 0, "cancelled": 0, "failed": 0}  # requests that left, by how
 
     def pending(self) -> int:
         """Requests queued and not yet decoding (waiting for a slot or the next step)."""
@@ -179,8 +183,9 @@ class T3Batcher:
             while True:
                 with self._lock:
                     for r in self._active + self._waiting:
-                        if r.cancelled:
+                        if r.cancelled and not r.finished.is_set():
                             r.finished.set()
+                            self._left("cancelled")  # its consumer closed the stream
                     self._active = [r for r in self._active if not r.cancelled]
                     self._waiting = [r for r in self._waiting if not r.cancelled]
                     free = sorted(set(range(self.max_batch)) - {r.slot for r in self._active})
@@ -191,6 +196,8 @@ class T3Batcher:
                         return
                 for request, slot in zip(joining, free):
                     self._guarded([request], lambda: self._admit(t3, request, slot))
+                    self.active = len(self._active)
+                    log.info("t3 batch: a request joined (%d active, %d waiting)", self.active, self.pending())
                 if self._active:
                     start = time.perf_counter()
                     self._guarded(list(self._active), lambda: self._step(t3))
@@ -206,6 +213,7 @@ class T3Batcher:
                 r.out.put(exc)
                 r.cancelled = True
                 r.finished.set()
+                self._left("failed")
             self._active = [r for r in self._active if not r.cancelled]
 
     def _admit(self, t3: T3, request: _Request, slot: int) -> None:
@@ -263,8 +271,15 @@ class T3Batcher:
         if token_id == STOP_SPEECH_TOKEN or request.step == p.max_new_tokens:
             request.finished.set()
             request.out.put(_END)
+            self._left("finished")
             return True
         return False
+
+    def _left(self, how: str) -> None:
+        """Count and log a request leaving the batch (its rows are free from the next step)."""
+        self.ended[how] += 1
+        self.active = len([r for r in self._active if not r.finished.is_set()])
+        log.info("t3 batch: a request %s (%d active)", how, self.active)
 
     def _reserve(self, t3: T3, rows: int, capacity: int) -> KVCache:
         """The shared cache, grown (contents kept) to at least `rows` rows and `capacity` positions.
@@ -275,7 +290,8 @@ class T3Batcher:
             return old
         old_rows, old_capacity = (0, 0) if old is None else (old.keys.shape[1], old.keys.shape[3])
         capacity = -(-max(capacity, old_capacity) // CAPACITY_STEP) * CAPACITY_STEP
-        rows = max(rows, old_rows)
+        # Rows double (up to the batch's): each growth zero-fills and copies the whole cache.
+        rows = min(max(rows, 2 * old_rows), max(rows, 2 * self.max_batch))
         cache = KVCache(t3, rows, capacity)
         cache.keys.zero_()
         cache.values.zero_()

@@ -31,6 +31,7 @@ from .registry import BASE_REPO_ID, DEFAULT_MODEL, ModelEntry
 from .residency import LoadedModel, ModelPool
 from .s3gen.s3gen import ReferenceEmbedding
 from .s3gen.streaming import StreamConfig
+from .s3gen.turns import FlowTurns, sharing
 from .sampling import SamplingParams
 from .t3 import T3Cond
 from .t3_batching import batcher_for
@@ -171,6 +172,8 @@ class ChatterboxTTS:
     watermarker. `model(id)` gives a model's components (T3, S3Gen, voice encoder, text
     front-end, built-in voice). With `batch_size` N > 1, up to N concurrent generations on
     one T3 decode as rows of one batch (models/t3_batching.py); 1 decodes each alone.
+    The S3Gen flows of concurrent generations take turns step by step, a generation that has
+    not played anything yet first (`flow_turns`, models/s3gen/turns.py).
     """
 
     def __init__(self, pool: ModelPool, default_model: str = DEFAULT_MODEL, label: str = "",
@@ -183,6 +186,7 @@ class ChatterboxTTS:
         self.default_model = default_model
         self.label = label
         self.watermarker = Watermarker()
+        self.flow_turns = FlowTurns()
 
     # --- loading -----------------------------------------------------------------------
 
@@ -384,7 +388,9 @@ class ChatterboxTTS:
             if cancel is not None and cancel.is_set():
                 outcome.stopped = True
                 break
-            for wav in audio.push(tokens[released:guard.safe]):
+            with sharing(self.flow_turns, urgent=not (audio_before or outcome.made_audio)):
+                pieces = audio.push(tokens[released:guard.safe])
+            for wav in pieces:
                 outcome.made_audio = True
                 yield StreamEvent(wav, index, n_chunks)
             released = max(released, guard.safe)
@@ -398,7 +404,8 @@ class ChatterboxTTS:
         outcome.hit_limit = cut_by_limit and not outcome.stopped
         outcome.n_tokens = int(speech_ids(tokens).numel())
         # Every chunk's silent tail goes, single-chunk results too (a short natural pause stays).
-        tail = audio.push(tokens[released:]) + audio.finish(trim=True)
+        with sharing(self.flow_turns, urgent=not (audio_before or outcome.made_audio)):
+            tail = audio.push(tokens[released:]) + audio.finish(trim=True)
         for i, wav in enumerate(tail):
             outcome.made_audio = True
             yield StreamEvent(wav, index, n_chunks, chunk_done=i == len(tail) - 1)

@@ -11,21 +11,24 @@ the browser's.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
+import threading
 from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterator, Protocol
+from typing import Any, AsyncIterator, Iterator, Protocol
 
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from .admission import Admission, Busy
 from .formats import audio_format, check_tempo, stream
 
 OPENAI_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+DISCONNECT_POLL_S = 0.5  # how often a streaming response checks that its client is still there
 
 
 class UnknownName(LookupError):
@@ -96,6 +99,7 @@ class SpeechStream:
     seed: int
     model: str
     notes: list[str] = field(default_factory=list)
+    cancel: threading.Event | None = None  # set when the client leaves: the generation stops at its next step
 
 
 class SpeechService(Protocol):
@@ -182,9 +186,21 @@ def openai_router(service: SpeechService, admission: Admission, api_key: str | N
             stack.close()
             return error_response(503, str(exc), "server_error", "unavailable")
 
-        def body_bytes() -> Iterator[bytes]:
+        def encoded() -> Iterator[bytes]:
             with stack:
                 yield from stream(out.pieces, out.sample_rate, fmt, tempo=req.speed)
+
+        async def body_bytes() -> AsyncIterator[bytes]:
+            # The next piece may be seconds away, and nothing is sent meanwhile that would notice
+            # a client that left: watch for it, so that its generation (and T3 rows) end now.
+            watcher = asyncio.create_task(_cancel_on_disconnect(request, out.cancel))
+            try:
+                async for chunk in iterate_in_threadpool(encoded()):
+                    yield chunk
+            finally:
+                watcher.cancel()
+                if out.cancel is not None:
+                    out.cancel.set()  # no-op after the last piece; stops a generation cut short
 
         headers = {"X-Chatterbox-Seed": str(out.seed), "X-Chatterbox-Model": out.model}
         notes = out.notes + (["'instructions' is ignored: Chatterbox takes its style from the voice and "
@@ -194,3 +210,12 @@ def openai_router(service: SpeechService, admission: Admission, api_key: str | N
         return StreamingResponse(body_bytes(), media_type=fmt.media_type, headers=headers)
 
     return router
+
+
+async def _cancel_on_disconnect(request: Request, cancel: threading.Event | None) -> None:
+    """Set `cancel` once the client of `request` has disconnected."""
+    if cancel is None:
+        return
+    while not await request.is_disconnected():
+        await asyncio.sleep(DISCONNECT_POLL_S)
+    cancel.set()

@@ -135,5 +135,6 @@ class SpeechService:
         settings = {name: getattr(request, name) for name in CONTROLS if hasattr(request, name)}
         speech = self.check(request.input, request.model, request.voice, settings, request.seed,
                             request.language)
-        return SpeechStream(self.pieces(speech), SAMPLE_RATE, speech.params.seed, speech.model,
-                            list(speech.notes))
+        cancel = threading.Event()
+        return SpeechStream(self.pieces(speech, cancel), SAMPLE_RATE, speech.params.seed, speech.model,
+                            list(speech.notes), cancel)

@@ -1,6 +1,7 @@
-"""Batched T3 decoding inside the pipeline (fake checkpoint): concurrent generations sharing
-T3's steps give the audio each gets alone."""
+"""Concurrent generations inside the pipeline (fake checkpoint): sharing T3's steps gives the
+audio each gets alone, and S3Gen work interleaves so that streaming is not starved."""
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from conftest import REAL_VOICES
 from models.params import GenerationParams
 from models.t3_batching import batcher_for
+from models.tts import LivePlayback
 
 SHORT = 16  # speech tokens per generation
 
@@ -45,3 +47,53 @@ def test_four_concurrent_batched_generations_equal_one_by_one(pipeline):
     for got, expected in zip(batched, alone):
         assert got is not None
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.slow
+def test_a_second_streaming_request_plays_before_the_first_has_finished(pipeline):
+    """S3Gen work interleaves (models/s3gen/turns.py): a request's first audio does not wait
+    behind another request's decode. The first request has played its first block and starts
+    decoding the rest just before the second's first block is ready (its client reads on once
+    the second request's T3 is one token short of the block); the second's block goes first.
+    Side by side without turns, the first, ahead, would finish before the second played."""
+    # On a CPU: one early block, then the rest whole. 14 tokens are the fewest whose block has audio
+    # to play (the flow's look-ahead and the vocoder's held-back frames wait for later tokens).
+    block = 14
+    live = LivePlayback(first_block=block)
+    voice = pipeline.prepare_conditionals(str(REAL_VOICES / "aishell_s0764_a.wav"))  # a short prompt: quicker
+    batcher = batcher_for(pipeline.model().t3, 2)
+    times: dict[str, list[float]] = {"first": [], "second": []}
+    second_may_start = threading.Event()
+
+    def wait_for(condition) -> None:
+        deadline = time.monotonic() + 600
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def speak(name: str, text: str, seed: int) -> None:
+        for event in pipeline.stream(text, voice, GenerationParams(seed=seed), max_new_tokens=24,
+                                     watermark=False, live=live):
+            if event.audio.size:
+                times[name].append(time.perf_counter())
+                if name == "first" and len(times[name]) == 1:
+                    wait_for(lambda: batcher.ended["finished"] > finished_before)  # the first's T3 is done
+                    drawn = batcher.step_tokens
+                    second_may_start.set()
+                    # The second's first token comes from its prefill, the others from steps.
+                    wait_for(lambda: batcher.step_tokens >= drawn + block - 2)
+
+    turns_before, finished_before = pipeline.flow_turns.urgent_steps, batcher.ended["finished"]
+    pipeline.batch_size = 2
+    try:
+        first = threading.Thread(target=speak, args=("first", "The first request is a little longer.", 5))
+        first.start()
+        assert second_may_start.wait(600)
+        second = threading.Thread(target=speak, args=("second", "The second one.", 6))
+        second.start()
+        first.join(600)
+        second.join(600)
+    finally:
+        pipeline.batch_size = 1
+    assert len(times["first"]) >= 2 and times["second"], times
+    assert times["second"][0] < times["first"][-1]
+    assert pipeline.flow_turns.urgent_steps > turns_before

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .estimator import ConditionalDecoder, EstimatorConfig
+from .turns import flow_step
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,9 @@ class ConditionalCFM(nn.Module):
         padded = not bool(mask.all())
         x = noise
         for t, t_next in zip(t_span[:-1], t_span[1:]):
-            v_cond, v_uncond = self.estimator(**self.cfg_inputs(x, t, mu, spks, cond, mask), padded=padded).chunk(2)
+            with flow_step():  # concurrent requests take turns step by step (turns.py)
+                v_cond, v_uncond = self.estimator(**self.cfg_inputs(x, t, mu, spks, cond, mask),
+                                                  padded=padded).chunk(2)
             x = x + (t_next - t) * ((1.0 + w) * v_cond - w * v_uncond)
         return x
 
@@ -83,7 +86,8 @@ class ConditionalCFM(nn.Module):
         batch = noise.shape[0]
         x = noise
         for t, r in zip(t_span[:-1], t_span[1:]):
-            v = self.estimator(x, mask, mu, t.reshape(1).expand(batch), spks, cond, padded=padded,
-                               r=r.reshape(1).expand(batch))
+            with flow_step():
+                v = self.estimator(x, mask, mu, t.reshape(1).expand(batch), spks, cond, padded=padded,
+                                   r=r.reshape(1).expand(batch))
             x = x + (r - t) * v
         return x

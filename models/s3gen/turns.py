@@ -1,0 +1,82 @@
+"""Turns on the cores for the flow steps of concurrent requests, so that streaming is never starved.
+
+S3Gen's cost is its flow sampler: ~10 estimator steps over the voice prompt and the tokens, each
+a compute-bound pass (one request's step costs as much per row as a batch's, bench/README.md), so
+batching requests' flows buys nothing on a CPU and would change their numbers. Run side by side
+in threads, the flows of several requests split the cores evenly, and a request that has not
+played anything yet waits about as long as the others' whole decodes take.
+
+`FlowTurns` interleaves them instead: one estimator step at a time, and at each step boundary the
+next step goes to a request whose first audio is still to come (`urgent`), otherwise to the step
+that has waited longest (round robin). A request's first audio thus waits for at most one step of
+each other request, not for their decodes. Each step computes exactly what it computes alone.
+
+T3's decoding steps (the batcher's thread) are not part of the turns: they run beside the flow step
+in progress, so tokens keep coming for everyone (a newcomer's own T3 is slowed by that step, though).
+A thread opts in with `sharing(turns, urgent)` around its S3Gen calls; the sampler's loop wraps every
+estimator call in `flow_step()`, which is free for threads that did not opt in (golden replays,
+voice conversion, tools).
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+_local = threading.local()
+
+
+class FlowTurns:
+    """Hands out one flow step at a time: urgent requests first, then in order of waiting. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._waiting: list[tuple[int, int]] = []   # heap of (0 urgent / 1 not, arrival number)
+        self._arrivals = itertools.count()
+        self._busy = False
+        self.steps = 0               # steps run through these turns (for tests and logs)
+        self.urgent_steps = 0
+
+    @contextmanager
+    def step(self, urgent: bool) -> Iterator[None]:
+        """Wait for this step's turn, hold the cores for its body, then pass the turn on."""
+        ticket = (0 if urgent else 1, next(self._arrivals))
+        with self._cond:
+            heapq.heappush(self._waiting, ticket)
+            while self._busy or self._waiting[0] != ticket:
+                self._cond.wait()
+            heapq.heappop(self._waiting)
+            self._busy = True
+            self.steps += 1
+            self.urgent_steps += urgent
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
+@contextmanager
+def sharing(turns: FlowTurns | None, urgent: bool) -> Iterator[None]:
+    """The S3Gen calls of this thread inside the body take turns in `turns` (None: run freely)."""
+    previous = getattr(_local, "share", None)
+    _local.share = None if turns is None else (turns, urgent)
+    try:
+        yield
+    finally:
+        _local.share = previous
+
+
+@contextmanager
+def flow_step() -> Iterator[None]:
+    """One estimator step of the flow sampler, in its turn when this thread shares the cores."""
+    share = getattr(_local, "share", None)
+    if share is None:
+        yield
+        return
+    turns, urgent = share
+    with turns.step(urgent):
+        yield
