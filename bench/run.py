@@ -1,17 +1,20 @@
 """Speed benchmark of the pipeline, optionally against the reference chatterbox-tts 0.1.7.
 
     python bench/run.py --checkpoint DIR [--json FILE] [--smoke] [--modes NAME ...]
-                        [--reference-python PATH] [--voice WAV] [--device cpu|cuda]
+                        [--turbo-checkpoint DIR] [--reference-python PATH] [--voice WAV]
+                        [--device cpu|cuda]
 
-Every side (our default path, each fast mode, the reference) runs in its own process
-on the same workload (text, voice, seed, token counts, torch threads, OpenMP settings),
-so peak RSS and GPU memory are per side and one side's caches never warm another's.
-This process only orchestrates: it starts the workers, reads the JSON each prints as its
-last stdout line, prints a table and optionally writes everything to `--json`.
-Figures: model load, conditioning, T3 prefill and decode rate (CFG batch 2), S3Gen
-seconds per audio second (flow + vocoder, and the vocoder alone), end-to-end real-time
-factor, time to first streamed audio, peak RSS, peak GPU memory (CUDA only), and for
-each fast mode its deviation from the default (T3 greedy agreement, mel distance).
+Every side (our default path, each fast mode, our Turbo, the reference's English and
+Turbo) runs in its own process on the same workload (text, voice, seed, token counts,
+torch threads, OpenMP settings), so peak RSS and GPU memory are per side and one side's
+caches never warm another's. This process only orchestrates: it starts the workers,
+reads the JSON each prints as its last stdout line, prints the tables and optionally
+writes everything to `--json`.
+Figures: model load, conditioning, T3 prefill and decode rate (English: CFG batch 2;
+Turbo: one row), S3Gen seconds per audio second (flow + vocoder, and the vocoder alone),
+end-to-end real-time factor, time to first streamed audio, peak RSS, peak GPU memory
+(CUDA only), and for each fast mode its deviation from the default (T3 greedy agreement,
+mel distance).
 """
 from __future__ import annotations
 
@@ -50,6 +53,8 @@ TOKEN_STRIDE = 2749         # spreads the fixed S3Gen input over the codebook (p
 # a slower run measures the other jobs, and the first run of a part also pays for warm-up.
 REPEATS = 2
 
+TURBO_MODEL = "turbo"       # the registry id of Chatterbox-Turbo, benched with --turbo-checkpoint
+
 # Keys every side reports; `--json` consumers (and tests) rely on them.
 FIGURE_KEYS = ("t3_tokens_per_s", "s3gen_rtf", "e2e_rtf", "first_audio_s", "peak_rss_mb")
 
@@ -69,15 +74,26 @@ class Workload:
     threads: int = TORCH_THREADS
     exaggeration: float = 0.5
     cfg_weight: float = 0.5
+    # Turbo's sampling: the reference ChatterboxTurboTTS.generate defaults, which are our Turbo
+    # entry's recommended settings too (tests/test_bench.py checks they agree). No CFG.
+    turbo_temperature: float = 0.8
+    turbo_top_k: int = 1000
+    turbo_top_p: float = 0.95
+    turbo_repetition_penalty: float = 1.2
     t3_tokens: int = 40
     s3gen_tokens: int = 50
     e2e_tokens: int = 40
     repeats: int = REPEATS
 
-    def params(self):
-        """The generation controls of every timed run of ours (the rest at their defaults)."""
+    def params(self, model: str = "english"):
+        """The generation controls of every timed run of ours with `model` (the rest at their
+        defaults, which that model does not read)."""
         from models.params import GenerationParams
 
+        if model == TURBO_MODEL:
+            return GenerationParams(temperature=self.turbo_temperature, top_k=self.turbo_top_k,
+                                    top_p=self.turbo_top_p, repetition_penalty=self.turbo_repetition_penalty,
+                                    seed=self.seed)
         return GenerationParams(exaggeration=self.exaggeration, cfg_weight=self.cfg_weight, seed=self.seed)
 
     def s3gen_token_ids(self) -> list[int]:
@@ -96,8 +112,9 @@ SMOKE = dict(t3_tokens=3, s3gen_tokens=4, e2e_tokens=3, repeats=1)
 
 @dataclass(frozen=True)
 class Mode:
-    """One way of running our pipeline: which fast mode is applied after loading.
+    """One way of running our pipeline: which model, and which fast mode is applied after loading.
 
+    `model` is a registry id (its checkpoint folder is the worker's `--checkpoint`).
     `fast_mode` names `models.fast_modes` modes (None: the default pipeline), built in at
     load (`LoadOptions.from_modes`), which counts as model load time. `changes` says which
     outputs the mode can change, so only those deviations are measured. `cuda_only` modes
@@ -109,9 +126,30 @@ class Mode:
     fast_mode: str | None = None
     changes: tuple[str, ...] = ()
     cuda_only: bool = False
+    model: str = "english"
 
 
 BASELINE = Mode("baseline", "ChatterboxTTS.from_local, float32; first audio streamed in token blocks")
+TURBO = Mode(TURBO_MODEL, "ChatterboxTTS.from_local(model='turbo'): GPT-2 T3 (float32, no CFG), 2-step "
+             "meanflow S3Gen; first audio streamed in token blocks", model=TURBO_MODEL)
+# The fast modes Turbo's pipeline takes (LoadOptions it honours); `--turbo-modes` names them.
+TURBO_MODES = ("int8",)
+
+
+def turbo_mode(name: str) -> Mode:
+    """Our Turbo with fast mode `name` (a TURBO_MODES name); its worker is named `turbo:NAME`."""
+    if name not in TURBO_MODES:
+        raise KeyError(name)
+    return Mode(name, f"Turbo, {MODES[name].about}", name, ("t3",), model=TURBO_MODEL)
+
+
+def worker_mode(name: str) -> Mode:
+    """The Mode a worker named `name` runs: baseline, turbo, turbo:NAME or a mode of ours."""
+    if name in (BASELINE.name, TURBO.name):
+        return BASELINE if name == BASELINE.name else TURBO
+    if name.startswith(TURBO_MODEL + ":"):
+        return turbo_mode(name.split(":", 1)[1])
+    return mode_named(name)
 
 
 def _modes() -> dict[str, Mode]:
@@ -199,7 +237,7 @@ def first_block_tokens(w: Workload) -> int:
     return min(FIRST_BLOCK_TOKENS, w.e2e_tokens)
 
 
-def streamed_first_audio(tts, w: Workload, conds, sync: Callable[[], None]) -> float:
+def streamed_first_audio(tts, w: Workload, conds, params, sync: Callable[[], None]) -> float:
     """Seconds from calling `tts.stream(..., live=...)` to its first event with audio (the
     flow's steps are those the pipeline was built with, as for whole decoding)."""
     from models.s3gen.streaming import StreamConfig
@@ -207,7 +245,7 @@ def streamed_first_audio(tts, w: Workload, conds, sync: Callable[[], None]) -> f
 
     live = LivePlayback(blocks=StreamConfig(first_block=first_block_tokens(w)), chunks=1)
     start = time.perf_counter()
-    events = tts.stream(w.text, conds, w.params(), max_new_tokens=w.e2e_tokens, live=live)
+    events = tts.stream(w.text, conds, params, max_new_tokens=w.e2e_tokens, live=live)
     try:
         for event in events:
             if len(event.audio):
@@ -242,6 +280,33 @@ def deviation(default: dict, mode_logits, mode_mel) -> dict:
     return out
 
 
+def t3_token_stream(model, conds, w: Workload, generator=None, on_logits=None) -> Iterator[int]:
+    """T3's tokens for the workload's text, at most `w.t3_tokens`, as a generation runs them:
+    the English T3 with CFG (batch 2) on the text framed by SOT/EOT; T3-Turbo on one row
+    with its sampling settings (its `max_gen_len` counts the steps after the first token)."""
+    from models.sampling import SamplingParams
+    from models.t3_turbo import TurboSamplingParams
+
+    ids = model.text.tokenize(w.text).ids
+    if model.entry.t3.architecture == "gpt2":
+        params = TurboSamplingParams(temperature=w.turbo_temperature, top_k=w.turbo_top_k, top_p=w.turbo_top_p,
+                                     repetition_penalty=w.turbo_repetition_penalty, max_gen_len=w.t3_tokens - 1)
+        return model.t3.stream_tokens(conds.t3, ids, params, generator, on_logits=on_logits)
+    params = SamplingParams(cfg_weight=w.cfg_weight, max_new_tokens=w.t3_tokens)
+    return model.t3.stream_tokens(conds.t3, model.t3.frame_text(ids), params, generator, on_logits=on_logits)
+
+
+def turbo_forced_logits(model, conds, w: Workload, tokens: list[int]):
+    """T3-Turbo's raw logits (n, V) at each of the n steps that drew `tokens`, teacher-forced
+    along them: one causal pass over [conditioning | text | START | tokens[:-1]]."""
+    from models.t3_turbo import TurboKVCache
+
+    t3 = model.t3
+    embeds = t3.build_inputs(conds.t3, model.text.tokenize(w.text).ids, tokens[:-1])
+    hidden = t3.forward_cached(embeds, TurboKVCache(t3, embeds.shape[1]))
+    return t3.speech_head(hidden[0, -len(tokens):]).float().cpu()
+
+
 def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None,
                  save_outputs: Path | None = None, compare_to: Path | None = None) -> dict:
     """Time one side of ours. `save_outputs` keeps the default's T3 logits and mel for the
@@ -249,7 +314,7 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None,
     import torch
 
     from models.fast_modes import LoadOptions, ModeError
-    from models.sampling import SamplingParams
+    from models.registry import TURBO_REPO_ID
     from models.tts import SAMPLE_RATE, ChatterboxTTS
 
     torch.set_num_threads(w.threads)
@@ -264,7 +329,9 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None,
 
     start = time.perf_counter()
     try:
-        tts = ChatterboxTTS.from_local(ckpt, device, options=LoadOptions.from_modes(mode.fast_mode))
+        # A Turbo folder stands in for Turbo's repository (the English one is not read).
+        tts = ChatterboxTTS.from_local(ckpt, device, local={TURBO_REPO_ID: ckpt}, model=mode.model,
+                                       options=LoadOptions.from_modes(mode.fast_mode))
     except ModeError as exc:
         out["skipped"] = str(exc)
         return out
@@ -272,21 +339,21 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None,
     out["load_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    conds = tts.prepare_conditionals(w.voice, exaggeration=w.exaggeration)
+    conds = tts.prepare_conditionals(w.voice, exaggeration=w.exaggeration)  # Turbo: loudness normalised
     sync()
     out["conditioning_s"] = time.perf_counter() - start
 
     # T3: timestamps of a streamed generation split prefill (to the first token) from decoding.
-    model = tts.model()  # the default (English) model's components
-    text_tokens = model.t3.frame_text(model.text.tokenize(w.text).ids)
-    params = SamplingParams(cfg_weight=w.cfg_weight, max_new_tokens=w.t3_tokens)
+    model = tts.model()  # the components of the model it was loaded for (mode.model)
+    params = w.params(mode.model)
     prefills, rates, logits = [], [], []
     for run in range(w.repeats):
         generator = torch.Generator(device=device).manual_seed(w.seed)
         stamps, tokens = [], []
         keep = (lambda step, l: logits.append(l.clone())) if save_outputs and run == 0 else None  # noqa: E731
+        stream = t3_token_stream(model, conds, w, generator, keep)  # the text is tokenized here, untimed
         start = time.perf_counter()
-        for token in model.t3.stream_tokens(conds.t3, text_tokens, params, generator, on_logits=keep):
+        for token in stream:
             stamps.append(time.perf_counter())  # int(token) inside the loop already synchronised
             tokens.append(token)
         prefills.append(stamps[0] - start)
@@ -317,13 +384,13 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None,
     e2e_runs = []
     for _ in range(w.repeats):
         start = time.perf_counter()
-        result = tts.synthesize(w.text, conds, w.params(), max_new_tokens=w.e2e_tokens, watermark=True)
+        result = tts.synthesize(w.text, conds, params, max_new_tokens=w.e2e_tokens, watermark=True)
         sync()
         e2e_runs.append(time.perf_counter() - start)
     out.update(e2e_s=min(e2e_runs), e2e_audio_s=result.seconds, e2e_tokens=result.n_speech_tokens,
                e2e_rtf=min(e2e_runs) / result.seconds, watermarked=result.watermarked)
 
-    out["first_audio_s"] = min(streamed_first_audio(tts, w, conds, sync) for _ in range(w.repeats))
+    out["first_audio_s"] = min(streamed_first_audio(tts, w, conds, params, sync) for _ in range(w.repeats))
     out["first_audio_kind"] = "streaming"
     out["first_block_tokens"] = first_block_tokens(w)
 
@@ -337,11 +404,12 @@ def measure_ours(ckpt: Path, w: Workload, mode: Mode, device_name: str | None,
     if compare_to:  # after the figures above: this extra decoding is not timed
         default = torch.load(compare_to, weights_only=True)
         forced = None
-        if "t3" in mode.changes:
+        if "t3" in mode.changes and mode.model == TURBO_MODEL:
+            forced = turbo_forced_logits(model, conds, w, default["t3_tokens"])
+        elif "t3" in mode.changes:
             forced = []
             with forcing_tokens(default["t3_tokens"]):
-                for _ in model.t3.stream_tokens(conds.t3, text_tokens, params,
-                                              on_logits=lambda step, l: forced.append(l.float().cpu())):
+                for _ in t3_token_stream(model, conds, w, on_logits=lambda step, l: forced.append(l.float().cpu())):
                     pass
             forced = torch.cat(forced)
         mel = mels[0].float().cpu() if "s3gen" in mode.changes else None
@@ -355,7 +423,7 @@ ROWS = (  # key, label, better ("lower"/"higher")
     ("load_s", "model load (s)", "lower"),
     ("conditioning_s", "conditioning (s)", "lower"),
     ("t3_prefill_s", "T3 prefill (s)", "lower"),
-    ("t3_tokens_per_s", "T3 decode (tokens/s, CFG)", "higher"),
+    ("t3_tokens_per_s", "T3 decode (tokens/s)", "higher"),
     ("s3gen_rtf", "S3Gen s per audio s", "lower"),
     ("vocoder_rtf", "vocoder s per audio s", "lower"),
     ("e2e_rtf", "end-to-end RTF", "lower"),
@@ -395,8 +463,9 @@ def has_figures(side: dict) -> bool:
     return bool(side) and "skipped" not in side and "failed" not in side
 
 
-def format_table(results: dict) -> str:
-    columns = [("ours", results)] + [(name, r) for name, r in results.get("modes", {}).items() if has_figures(r)]
+def format_table(results: dict, name: str = "ours") -> str:
+    """A side's figures (column `name`), its modes', the reference's and the ratios to it."""
+    columns = [(name, results)] + [(name, r) for name, r in results.get("modes", {}).items() if has_figures(r)]
     reference = results.get("reference")
     header = ["figure"] + [name for name, _ in columns]
     if reference:
@@ -443,7 +512,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "join names with + to combine them, e.g. fp16+cuda_graph)")
     parser.add_argument("--reference-python", type=Path,
                         help="python of a virtualenv with chatterbox-tts==0.1.7, to time the reference too")
-    parser.add_argument("--voice", type=Path, help="reference clip (default: the parity kit's ref_a.wav)")
+    parser.add_argument("--turbo-checkpoint", type=Path,
+                        help="folder with the ResembleAI/chatterbox-turbo layout: time our Turbo too (and, with "
+                             "--reference-python, the reference's ChatterboxTurboTTS on the same folder)")
+    parser.add_argument("--turbo-modes", nargs="*", default=[], metavar="NAME", choices=TURBO_MODES,
+                        help=f"fast modes of our Turbo to time as well (with --turbo-checkpoint; known: "
+                             f"{', '.join(TURBO_MODES)})")
+    parser.add_argument("--voice", type=Path, help="reference clip (default: the parity kit's ref_a.wav; "
+                                                   "Turbo needs one longer than 5 s)")
     parser.add_argument("--device", help="our device (default: cuda if available, else cpu)")
     parser.add_argument("--reference-device", default="cpu", help="the reference's device (default cpu)")
     parser.add_argument("--omp-wait-policy", default=OMP_WAIT_POLICY, choices=("PASSIVE", "ACTIVE", "inherit"),
@@ -457,6 +533,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [m for m in args.modes if not all(part in MODES for part in m.split("+"))]
     if unknown:
         parser.error(f"unknown mode(s) {', '.join(map(repr, unknown))}; known modes: {', '.join(MODES) or 'none yet'}")
+    if args.turbo_modes and not args.turbo_checkpoint:
+        parser.error("--turbo-modes needs --turbo-checkpoint")
     if args.reference_python and not args.reference_python.is_file():
         parser.error(f"--reference-python {args.reference_python} does not exist (see bench/README.md)")
     return args
@@ -466,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         w = Workload(**{k: v for k, v in json.loads(args.workload).items() if k != "s3gen_token_ids"})
-        mode = BASELINE if args.worker == BASELINE.name else mode_named(args.worker)
+        mode = worker_mode(args.worker)
         with contextlib.redirect_stdout(sys.stderr):  # only the JSON line goes to stdout
             result = measure_ours(args.checkpoint, w, mode, args.device, args.save_outputs, args.compare_to)
         print(json.dumps(result), flush=True)
@@ -481,15 +559,20 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = str(args.checkpoint.resolve())
     env = worker_env(workload.threads, args.omp_wait_policy)
 
-    def ours(mode: str, *extra: str) -> dict:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--checkpoint", checkpoint,
+    def ours(mode: str, *extra: str, folder: str = checkpoint) -> dict:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--checkpoint", folder,
                "--worker", mode, "--workload", workload.to_json(), *extra]
         return run_worker(cmd + (["--device", args.device] if args.device else []), env)
 
-    def mode_figures(mode: str, *extra: str) -> dict:
+    def reference(family: str, folder: str) -> dict:
+        return run_worker([str(args.reference_python), str(REFERENCE_WORKER), "--checkpoint", folder,
+                           "--family", family, "--device", args.reference_device,
+                           "--workload", workload.to_json()], env)
+
+    def mode_figures(mode: str, *extra: str, folder: str = checkpoint) -> dict:
         """A mode's figures; a mode that crashes is recorded as failed and the others still run."""
         try:
-            return ours(mode, *extra)
+            return ours(mode, *extra, folder=folder)
         except WorkerFailed as exc:
             print(exc, file=sys.stderr)
             return {"mode": mode, "failed": str(exc).splitlines()[0]}
@@ -507,15 +590,32 @@ def main(argv: list[str] | None = None) -> int:
             results["modes"] = {name: mode_figures(name, "--compare-to", str(default_outputs))
                                 for name in args.modes}
         if args.reference_python:
-            results["reference"] = run_worker(
-                [str(args.reference_python), str(REFERENCE_WORKER), "--checkpoint", checkpoint,
-                 "--device", args.reference_device, "--workload", workload.to_json()], env)
+            results["reference"] = reference("english", checkpoint)
+        if args.turbo_checkpoint:
+            turbo_folder = str(args.turbo_checkpoint.resolve())
+            with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+                turbo_outputs = Path(tmp) / "turbo_outputs.pt"  # Turbo's logits and mel, for its modes
+                results["turbo"] = ours(TURBO.name, "--save-outputs", str(turbo_outputs), folder=turbo_folder)
+                results["turbo"]["modes"] = {
+                    name: mode_figures(f"{TURBO_MODEL}:{name}", "--compare-to", str(turbo_outputs),
+                                       folder=turbo_folder) for name in args.turbo_modes}
+            results["turbo"]["checkpoint"] = turbo_folder
+            if args.reference_python:
+                results["turbo"]["reference"] = reference(TURBO_MODEL, turbo_folder)
     except WorkerFailed as exc:  # without the default's or the reference's figures there is no table
         raise SystemExit(str(exc)) from None
 
     results["machine"]["loadavg_end"] = _loadavg()  # other jobs on the machine skew every figure
     print(format_table(results))
-    for name, r in results["modes"].items():
+    if "turbo" in results:
+        turbo = results["turbo"]
+        turbo["e2e_rtf_english"] = results["e2e_rtf"]  # our English default, same text and voice
+        print(f"\nChatterbox-Turbo ({turbo['checkpoint']}):")
+        print(format_table(turbo, name=TURBO.name))
+        print(f"end-to-end RTF: Turbo {_fmt(turbo['e2e_rtf'])}, our English default {_fmt(results['e2e_rtf'])} "
+              f"(Turbo is {_fmt(_ratio(results['e2e_rtf'], turbo['e2e_rtf']), ratio=True)} as fast)")
+    for name, r in [*results["modes"].items(),
+                    *((f"{TURBO_MODEL}:{k}", v) for k, v in results.get("turbo", {}).get("modes", {}).items())]:
         if "skipped" in r:
             print(f"mode {name} skipped: {r['skipped']}")
         if "failed" in r:
@@ -528,7 +628,8 @@ def main(argv: list[str] | None = None) -> int:
           f"load average {results['machine']['loadavg_start']} -> {results['machine']['loadavg_end']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    return 1 if any("failed" in r for r in results["modes"].values()) else 0
+    modes = [*results["modes"].values(), *results.get("turbo", {}).get("modes", {}).values()]
+    return 1 if any("failed" in r for r in modes) else 0
 
 
 if __name__ == "__main__":

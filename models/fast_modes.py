@@ -289,6 +289,31 @@ def _int8(t3: T3) -> None:
     t3.fast_step = _Int8Step(t3)
 
 
+def int8_turbo(t3) -> None:
+    """T3-Turbo's backbone `Conv1D` layers (c_attn, attn.c_proj, c_fc, mlp.c_proj) and speech
+    head as `Int8Linear`, for CPU decoding (each token reads a quarter of the float32 bytes).
+
+    The blocks keep their module names, so `T3Turbo.forward_cached` and the Hugging Face
+    `forward` run them as before; embeddings and the speaker projection stay float32 (they
+    run once per generation). Raises ModeError where the int8 kernels cannot run.
+    """
+    options = LoadOptions(quantize="int8")
+    options.check(t3.device)
+    try:
+        _compiled()
+    except RuntimeError as exc:
+        raise ModeError(f"int8's decoding step does not compile here: {exc}") from exc
+    unpack_linears(t3)  # from the packed float32 layout of loading, if any
+    with torch.no_grad():
+        for block in t3.tfmr.h:
+            for owner, name in ((block.attn, "c_attn"), (block.attn, "c_proj"), (block.mlp, "c_fc"),
+                                (block.mlp, "c_proj")):
+                layer = getattr(owner, name)
+                weight = layer.weight if isinstance(layer, nn.Linear) else layer.weight.T  # Conv1D: [in, out]
+                setattr(owner, name, Int8Linear(weight, layer.bias))
+        t3.speech_head = Int8Linear.fuse([t3.speech_head])
+
+
 class _CompiledStep:
     """torch.compile of the T3 decoding step (hundreds of calls of one shape; the cache length
     is symbolic). The prefill runs once per text, with a new length each time: eager."""

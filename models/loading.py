@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 import torch
 from safetensors import safe_open
@@ -122,6 +122,21 @@ def load_voice_encoder(path: str | Path, device: str | torch.device = "cpu"):
     return model.to(device).eval()
 
 
+def read_t3(path: Path, build: Callable[[int], nn.Module]) -> nn.Module:
+    """A T3 of any architecture from its safetensors file, strictly (`load_strict`), on the CPU.
+
+    `build(text_vocab_size)` makes the module without touching files: a fine-tune may extend
+    the text vocabulary, so its size comes from the file's `text_emb.weight`. Raises
+    CheckpointError for a file that is not a T3 checkpoint or does not fit the module.
+    """
+    state = read_safetensors(path)
+    if "text_emb.weight" not in state:
+        raise CheckpointError(f"{path.name}: no text_emb.weight; is this a T3 checkpoint?")
+    model = _built_without_init(lambda: build(state["text_emb.weight"].shape[0]))
+    load_strict(model, state, path.name)
+    return model
+
+
 def load_t3(
     path: str | Path,
     device: str | torch.device = "cpu",
@@ -133,15 +148,7 @@ def load_t3(
     from .t3 import T3, T3Config
 
     options = options or LoadOptions()
-    path = _in_folder(path, T3_FILE)
-    state = read_safetensors(path)
-    if "text_emb.weight" not in state:
-        raise CheckpointError(f"{path.name}: no text_emb.weight; is this a T3 checkpoint?")
-    # Fine-tunes may extend the text vocabulary: read its size from the file.
-    config = T3Config(text_tokens_dict_size=state["text_emb.weight"].shape[0])
-    model = _built_without_init(lambda: T3(config))
-    load_strict(model, state, path.name)
-    del state
+    model = read_t3(_in_folder(path, T3_FILE), lambda vocab: T3(T3Config(text_tokens_dict_size=vocab)))
     model = model.to(device=device).eval()
     if options.plain_t3 and model.device.type == "cpu" and packing_available():
         # Decoding reads every backbone weight per token: oneDNN's layout reads them ~2x faster.
@@ -180,8 +187,8 @@ def _(spec: registry.T3Spec, path, device, options):
     if spec.architecture == "gpt2":
         from .loading_turbo import load_turbo_t3
 
-        # Turbo's T3 takes no speed option (float32, packed for oneDNN on a CPU).
-        return load_turbo_t3(path, device)
+        # Of the T3 speed options Turbo's takes int8 only (else float32, packed for oneDNN on a CPU).
+        return load_turbo_t3(path, device, int8=options.quantize == "int8")
     if spec.architecture != "llama":
         raise CheckpointError(f"T3 architecture {spec.architecture!r} has no builder")
     return load_t3(path, device, options)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .loading import CheckpointError, _built_without_init, load_strict, load_voice_encoder, read_safetensors
+from .loading import _built_without_init, load_strict, load_voice_encoder, read_safetensors, read_t3
 from .packed_linear import pack_linears, packing_available
 
 TURBO_REPO_ID = "ResembleAI/chatterbox-turbo"
@@ -32,27 +32,27 @@ def is_turbo_checkpoint(ckpt_dir: str | Path) -> bool:
 
 
 def load_turbo_t3(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                  pack: bool = True):
+                  pack: bool = True, int8: bool = False):
     """T3-Turbo from a Turbo folder or a single T3 file (a fine-tune such as Kartoffelbox Turbo).
 
     Strict: all 299 keys (tfmr.wte included), then `tfmr.wte` is deleted as the reference does.
-    On a CPU in float32 the backbone's layers are packed for oneDNN (`pack=False` keeps them plain).
+    On a CPU in float32 the backbone's layers are packed for oneDNN (`pack=False` keeps them plain);
+    `int8` puts them and the speech head in int8 instead (`fast_modes.int8_turbo`, CPU only:
+    ModeError elsewhere).
     """
     from .t3_turbo import T3Turbo, T3TurboConfig, pack_conv1d_layers
 
     path = Path(path)
     if path.is_dir():
         path = path / TURBO_T3_FILE
-    state = read_safetensors(path)
-    if "text_emb.weight" not in state:
-        raise CheckpointError(f"{path.name}: no text_emb.weight; is this a T3 checkpoint?")
-    # A fine-tune may extend the text vocabulary: its size comes from the file.
-    config = T3TurboConfig(text_tokens_dict_size=state["text_emb.weight"].shape[0])
-    model = _built_without_init(lambda: T3Turbo(config))
-    load_strict(model, state, path.name)
-    del state
+    model = read_t3(path, lambda vocab: T3Turbo(T3TurboConfig(text_tokens_dict_size=vocab)))
     model.drop_token_table()
     model = model.to(device=device, dtype=dtype).eval()
+    if int8:
+        from .fast_modes import int8_turbo
+
+        int8_turbo(model)
+        return model
     if pack and model.device.type == "cpu" and dtype == torch.float32 and packing_available():
         # Decoding reads every backbone weight per token: oneDNN's layout reads them ~2x faster.
         pack_conv1d_layers(model)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GPT2Config, GPT2Model
+from transformers.pytorch_utils import Conv1D
 
 from .packed_linear import PackedLinear
 from .sampling import FILTERED, apply_repetition_penalty, apply_temperature, top_k_filter, top_p_filter
@@ -177,8 +178,9 @@ def pack_conv1d_layers(model: "T3Turbo") -> int:
 
 
 def _conv1d(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """GPT-2's `Conv1D` (weight stored [in, out]) applied to (B, T, in); packed or not."""
-    if isinstance(layer, PackedLinear):
+    """GPT-2's `Conv1D` (weight stored [in, out]) applied to (B, T, in); a layer that replaced
+    it (packed for oneDNN, int8) is called as it is."""
+    if not isinstance(layer, Conv1D):
         return layer(x)
     return torch.addmm(layer.bias, x.reshape(-1, x.shape[-1]), layer.weight).view(*x.shape[:-1], -1)
 

@@ -18,7 +18,7 @@ from .constants import UNK_TEXT_TOKEN as UNK
 START_TOKEN, STOP_TOKEN, UNK_TOKEN, SPACE_TOKEN = "[START]", "[STOP]", "[UNK]", "[SPACE]"
 
 # Applied in this order, after whitespace collapsing (so "a; b" becomes "a,  b").
-_PUNCTUATION_REPLACEMENTS = (
+PUNCTUATION_REPLACEMENTS = (
     ("...", ", "),
     ("\u2026", ", "),  # ellipsis
     (":", ","),
@@ -35,12 +35,14 @@ _PUNCTUATION_REPLACEMENTS = (
 _SENTENCE_ENDERS = (".", "!", "?", "-", ",")
 
 
-def punc_norm(text: str, sentence_enders: tuple[str, ...] = _SENTENCE_ENDERS) -> str:
+def punc_norm(text: str, sentence_enders: tuple[str, ...] = _SENTENCE_ENDERS,
+              replacements: tuple[tuple[str, str], ...] = PUNCTUATION_REPLACEMENTS) -> str:
     """The reference punctuation clean-up, step for step.
 
     Text not ending with one of `sentence_enders` gets a "." appended (the multilingual
-    model passes its longer list). Unlike the reference, which speaks a canned sentence
-    for empty input, empty or whitespace-only text raises ValueError.
+    model passes its longer list); `replacements` are applied in order after whitespace
+    collapsing (Turbo passes its shorter table). Unlike the reference, which speaks a canned
+    sentence for empty input, empty or whitespace-only text raises ValueError.
     """
     if not text.split():
         raise ValueError("text is empty: there is nothing to speak")
@@ -48,7 +50,7 @@ def punc_norm(text: str, sentence_enders: tuple[str, ...] = _SENTENCE_ENDERS) ->
     if text[0].islower():
         text = text[0].upper() + text[1:]
     text = " ".join(text.split())
-    for old, new in _PUNCTUATION_REPLACEMENTS:
+    for old, new in replacements:
         text = text.replace(old, new)
     text = text.rstrip(" ")
     if not text.endswith(sentence_enders):

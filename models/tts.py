@@ -27,7 +27,7 @@ from .guard import RunawayGuard
 from .params import GenerationParams, check_text
 from .loudness import TARGET_LUFS, normalize_loudness
 from .reference import ReferenceAudioError, ReferenceClip, load_reference
-from .registry import BASE_REPO_ID, DEFAULT_MODEL, ModelEntry
+from .registry import BASE_REPO_ID, DEFAULT_MODEL, ModelEntry, PromptSpec
 from .residency import LoadedModel, ModelPool
 from .s3gen.s3gen import ReferenceEmbedding
 from .s3gen.streaming import StreamConfig
@@ -87,6 +87,36 @@ class Conditionals:
             embedding=gen["embedding"].reshape(-1).float(),
         ).to(device)
         return cls(cond, ref)
+
+
+@torch.inference_mode()
+def conditionals_from_clip(audio, voice_encoder, s3gen, prompt: PromptSpec, *, label: str,
+                           exaggeration: float = GenerationParams.exaggeration, norm_loudness: bool = False,
+                           prepared_for: tuple | None = None) -> Conditionals:
+    """A reference clip (path, (rate, samples) or ReferenceClip) -> the voice T3 and S3Gen condition on.
+
+    As the reference's `prepare_conditionals`: with `norm_loudness` the clip is first scaled
+    to -27 LUFS (Turbo); the speaker embedding averages the whole clip at 16 kHz, T3's prompt
+    is the S3 tokens of its first `prompt.t3_seconds` (<= `prompt.t3_tokens`), S3Gen's
+    embedding its first 10 s. Raises ReferenceAudioError (a ValueError) for an unusable
+    clip, including one not longer than `prompt.min_reference_seconds` (`label` names the
+    model in that message).
+    """
+    clip = audio if isinstance(audio, ReferenceClip) else load_reference(audio)
+    wav = clip.wav
+    seconds = len(wav) / SAMPLE_RATE
+    if seconds <= prompt.min_reference_seconds:
+        raise ReferenceAudioError(f"the reference clip is {seconds:.2f} s long; {label} needs more than "
+                                  f"{prompt.min_reference_seconds:g} s of the voice")
+    if norm_loudness:
+        wav = normalize_loudness(wav, SAMPLE_RATE, TARGET_LUFS)
+    device = s3gen.device
+    wav16 = resample(wav, SAMPLE_RATE, S3_SR)
+    prompt16 = torch.from_numpy(wav16[: int(prompt.t3_seconds * S3_SR)]).to(device)
+    prompt_tokens = s3gen.tokenizer.tokenize(prompt16, max_len=prompt.t3_tokens)
+    speaker = voice_encoder.embed_utterance(wav16)
+    t3 = T3Cond(speaker.reshape(1, -1).float(), prompt_tokens.reshape(1, -1).to(device), float(exaggeration))
+    return Conditionals(t3, s3gen.embed_ref(wav), clip, prepared_for)
 
 
 @dataclass(frozen=True)
@@ -246,23 +276,10 @@ class ChatterboxTTS:
         """
         GenerationParams(exaggeration=exaggeration)  # the one place values are checked
         with self.pool.use(model or self.default_model) as m:
-            prompt = m.entry.prompt
-            clip = audio if isinstance(audio, ReferenceClip) else load_reference(audio)
-            wav = clip.wav
-            seconds = len(wav) / SAMPLE_RATE
-            if seconds <= prompt.min_reference_seconds:
-                raise ReferenceAudioError(
-                    f"the reference clip is {seconds:.2f} s long; {m.entry.label} needs more than "
-                    f"{prompt.min_reference_seconds:g} s of the voice")
-            if m.entry.loudness_toggle and norm_loudness:
-                wav = normalize_loudness(wav, SAMPLE_RATE, TARGET_LUFS)
-            wav16 = resample(wav, SAMPLE_RATE, S3_SR)
-            prompt16 = torch.from_numpy(wav16[: int(prompt.t3_seconds * S3_SR)]).to(self.device)
-            prompt_tokens = m.s3gen.tokenizer.tokenize(prompt16, max_len=prompt.t3_tokens)
-            speaker = m.voice_encoder.embed_utterance(wav16)
-            t3 = T3Cond(speaker.reshape(1, -1).float(), prompt_tokens.reshape(1, -1).to(self.device),
-                        float(exaggeration))
-            return Conditionals(t3, m.s3gen.embed_ref(wav), clip, voice_specs(m.entry))
+            return conditionals_from_clip(audio, m.voice_encoder, m.s3gen, m.entry.prompt, label=m.entry.label,
+                                          exaggeration=exaggeration,
+                                          norm_loudness=m.entry.loudness_toggle and norm_loudness,
+                                          prepared_for=voice_specs(m.entry))
 
     def stream(
         self,

@@ -15,20 +15,17 @@ import numpy as np
 import torch
 
 from . import loading_turbo
-from .audio import resample
-from .loudness import TARGET_LUFS, normalize_loudness
-from .reference import ReferenceAudioError, ReferenceClip, load_reference
-from .constants import MAX_NEW_TOKENS, MAX_SEED, S3_SR, S3GEN_SR, STOP_SPEECH_TOKEN
-from .s3gen.s3gen import DEC_COND_LEN
-from .t3 import T3Cond
+from .constants import MAX_NEW_TOKENS, MAX_SEED, S3GEN_SR, STOP_SPEECH_TOKEN
+from .registry import model_entry
 from .t3_turbo import TurboSamplingParams, s3gen_tokens
-from .tts import Conditionals
+from .tts import Conditionals, conditionals_from_clip
 from .watermark import Watermarker
 
 SAMPLE_RATE = S3GEN_SR
-MIN_REFERENCE_SECONDS = 5.0     # the reference asserts a clip strictly longer than this
-T3_PROMPT_SECONDS = 15          # the reference's ENC_COND_LEN (English: 6)
-T3_PROMPT_TOKENS = 375          # 15 s of 25 Hz S3 tokens
+TURBO_ENTRY = model_entry("turbo")
+MIN_REFERENCE_SECONDS = TURBO_ENTRY.prompt.min_reference_seconds  # the reference asserts a longer clip
+T3_PROMPT_SECONDS = int(TURBO_ENTRY.prompt.t3_seconds)  # the reference's ENC_COND_LEN (English: 6)
+T3_PROMPT_TOKENS = TURBO_ENTRY.prompt.t3_tokens          # 15 s of 25 Hz S3 tokens
 MAX_TEXT_CHARS = 2000           # one generation; longer text is the caller's to split
 RANDOM_SEEDS = 2**32
 
@@ -125,30 +122,16 @@ class ChatterboxTurbo:
 
     # --- per request -------------------------------------------------------------------
 
-    @torch.inference_mode()
     def prepare_conditionals(self, audio, norm_loudness: bool = True) -> Conditionals:
         """A reference clip (path, (rate, samples) or ReferenceClip) -> the voice T3 and S3Gen use.
 
         Raises ReferenceAudioError (a ValueError) for an unusable clip, including one not
         longer than MIN_REFERENCE_SECONDS. With `norm_loudness` the clip is first scaled to
         -27 LUFS. T3's prompt is the first 15 s (375 tokens), S3Gen's the first 10 s; the
-        speaker embedding averages the whole clip.
+        speaker embedding averages the whole clip (`tts.conditionals_from_clip`).
         """
-        clip = audio if isinstance(audio, ReferenceClip) else load_reference(audio)
-        wav = clip.wav
-        if len(wav) / SAMPLE_RATE <= MIN_REFERENCE_SECONDS:
-            raise ReferenceAudioError(
-                f"reference clip is {len(wav) / SAMPLE_RATE:.2f} s long; Chatterbox-Turbo needs more than "
-                f"{MIN_REFERENCE_SECONDS:.0f} s of the voice")
-        if norm_loudness:
-            wav = normalize_loudness(wav, SAMPLE_RATE, TARGET_LUFS)
-        wav16 = resample(wav, SAMPLE_RATE, S3_SR)
-        gen = self.s3gen.embed_ref(wav[:DEC_COND_LEN])
-        prompt16 = torch.from_numpy(wav16[: T3_PROMPT_SECONDS * S3_SR]).to(self.device)
-        prompt_tokens = self.s3gen.tokenizer.tokenize(prompt16, max_len=T3_PROMPT_TOKENS)
-        speaker = self.voice_encoder.embed_utterance(wav16)
-        t3 = T3Cond(speaker.reshape(1, -1).float(), prompt_tokens.reshape(1, -1).to(self.device))
-        return Conditionals(t3, gen, clip)
+        return conditionals_from_clip(audio, self.voice_encoder, self.s3gen, TURBO_ENTRY.prompt,
+                                      label="Chatterbox-Turbo", norm_loudness=norm_loudness)
 
     def generate(
         self,

@@ -10,43 +10,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from .text_tokenizer import PUNCTUATION_REPLACEMENTS, punc_norm
+
 EMPTY_TEXT_STAND_IN = "You need to add some text for me to talk."
 MAX_TEXT_TOKENS = 1024  # the tokenizer's model_max_length: the reference truncates there
 TEXT_VOCAB_SIZE = 50276  # GPT-2's 50257 ids + 19 tags: T3's text table
 
-# Applied in this order after whitespace collapsing. Unlike the English model, "...", ";"
-# and " - " are kept (the Turbo model was trained with them).
-_PUNCTUATION_REPLACEMENTS = (
-    ("\u2026", ", "),  # ellipsis
-    (":", ","),
-    ("\u2014", "-"),  # em dash
-    ("\u2013", "-"),  # en dash
-    (" ,", ","),
-    ("\u201c", '"'),
-    ("\u201d", '"'),
-    ("\u2018", "'"),
-    ("\u2019", "'"),
-)
-_SENTENCE_ENDERS = (".", "!", "?", "-", ",")
+# The English table, in its order, less three rules: Turbo keeps "...", " - " and ";" (the
+# Turbo model was trained with them).
+TURBO_KEPT_PUNCTUATION = ("...", " - ", ";")
+TURBO_PUNCTUATION_REPLACEMENTS = tuple(rule for rule in PUNCTUATION_REPLACEMENTS
+                                       if rule[0] not in TURBO_KEPT_PUNCTUATION)
+WHITESPACE_ONLY_RESULT = "."  # the reference's steps leave nothing of such text but the full stop
 
 
 def turbo_punc_norm(text: str) -> str:
-    """The reference Turbo `punc_norm`, step for step (chatterbox-tts 0.1.7 `tts_turbo.py`).
+    """The reference Turbo `punc_norm` (chatterbox-tts 0.1.7 `tts_turbo.py`): the English
+    steps (`text_tokenizer.punc_norm`, same sentence enders) with Turbo's replacement table.
 
-    Empty text becomes a stand-in sentence, as in the reference; callers that should refuse
-    empty text check before (see `ChatterboxTurbo.generate`).
+    Unlike the English clean-up it never refuses text, as in the reference: empty text
+    becomes a stand-in sentence and whitespace-only text a lone "."; callers that should
+    refuse such text check before (see `ChatterboxTurbo.generate`).
     """
     if len(text) == 0:
         return EMPTY_TEXT_STAND_IN
-    if text[0].islower():  # only a lowercase first character: "[laugh] ..." stays as it is
-        text = text[0].upper() + text[1:]
-    text = " ".join(text.split())
-    for old, new in _PUNCTUATION_REPLACEMENTS:
-        text = text.replace(old, new)
-    text = text.rstrip(" ")
-    if not text.endswith(_SENTENCE_ENDERS):
-        text += "."
-    return text
+    if not text.split():
+        return WHITESPACE_ONLY_RESULT
+    return punc_norm(text, replacements=TURBO_PUNCTUATION_REPLACEMENTS)
 
 
 @dataclass(frozen=True)

@@ -22,26 +22,27 @@ def _positive_finite(value) -> bool:
 
 @pytest.fixture(scope="module")
 def short_voice(parity_dir, tmp_path_factory) -> Path:
-    """The first 3 s of the parity voice: S3Gen reruns its flow over the whole prompt, so a
-    short one keeps the smoke run short."""
+    """The first 5.5 s of the parity voice: S3Gen reruns its flow over the whole prompt, so a
+    short one keeps the smoke run short; Turbo needs more than 5 s."""
     import soundfile as sf
 
     samples, rate = sf.read(parity_dir / "ref_a.wav")
-    path = tmp_path_factory.mktemp("bench") / "voice3s.wav"
-    sf.write(path, samples[: 3 * rate], rate)
+    path = tmp_path_factory.mktemp("bench") / "voice5s.wav"
+    sf.write(path, samples[: int(5.5 * rate)], rate)
     return path
 
 
 @pytest.mark.slow
-def test_smoke_run_writes_every_figure(fake_ckpt, short_voice, tmp_path):
+def test_smoke_run_writes_every_figure(fake_ckpt, fake_turbo_ckpt, short_voice, tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--checkpoint", str(fake_ckpt),
                            "--voice", str(short_voice), "--modes", "int8", "fewer_flow_steps", "fp16",
+                           "--turbo-checkpoint", str(fake_turbo_ckpt), "--turbo-modes", "int8",
                            "--json", str(out)], capture_output=True, text=True, cwd=REPO, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads(out.read_text())
-    modes = figures["modes"]
-    for side in (figures, modes["int8"], modes["fewer_flow_steps"]):
+    modes, turbo = figures["modes"], figures["turbo"]
+    for side in (figures, modes["int8"], modes["fewer_flow_steps"], turbo, turbo["modes"]["int8"]):
         for key in bench.FIGURE_KEYS + ("load_s", "conditioning_s", "t3_prefill_s", "vocoder_rtf", "e2e_s"):
             assert _positive_finite(side[key]), (side["mode"], key, side.get(key))
         assert side["first_audio_kind"] == "streaming"
@@ -61,6 +62,30 @@ def test_smoke_run_writes_every_figure(fake_ckpt, short_voice, tmp_path):
     assert flow["mel_l1"] > 0 and "t3_greedy_agreement" not in flow
     assert "CUDA" in modes["fp16"]["skipped"] and "t3_tokens_per_s" not in modes["fp16"]
     assert "T3 decode" in proc.stdout and "mode fp16 skipped" in proc.stdout
+
+    # Turbo: its own model (GPT-2 T3, meanflow S3Gen), quoted next to our English default.
+    assert turbo["mode"] == "turbo" and turbo["checkpoint"] == str(fake_turbo_ckpt.resolve())
+    assert turbo["e2e_rtf_english"] == figures["e2e_rtf"]
+    assert turbo["s3gen_rtf"] < figures["s3gen_rtf"]  # 2 meanflow steps against 10 CFG steps
+    turbo_int8 = turbo["modes"]["int8"]
+    assert turbo_int8["t3_deviation_steps"] == bench.SMOKE["t3_tokens"]
+    assert 0.0 < turbo_int8["t3_logits_rel_dev"] < 0.2  # measured 0.025 over 40 steps
+    assert "Chatterbox-Turbo" in proc.stdout and "our English default" in proc.stdout
+
+
+def test_turbo_workload_uses_the_recommended_settings():
+    from models.registry import model_entry
+
+    recommended = model_entry(bench.TURBO_MODEL).recommended
+    params = bench.Workload(seed=5).params(bench.TURBO_MODEL)
+    assert (params.temperature, params.top_k, params.top_p, params.repetition_penalty, params.seed) == (
+        recommended.temperature, recommended.top_k, recommended.top_p, recommended.repetition_penalty, 5)
+    english = bench.Workload().params()
+    assert (english.exaggeration, english.cfg_weight, english.top_p) == (0.5, 0.5, 1.0)
+    assert bench.worker_mode("turbo:int8").model == bench.TURBO_MODEL
+    assert bench.worker_mode("turbo:int8").fast_mode == "int8" and bench.worker_mode("turbo") is bench.TURBO
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--checkpoint", ".", "--turbo-modes", "int8"])  # needs --turbo-checkpoint
 
 
 def test_every_fast_mode_is_registered():
