@@ -192,7 +192,9 @@ class ModelPool:
                 known = self._components.get(spec)
             if known is not None:
                 return known[0]
-            return self._build(role, spec, self.sources.path(spec.files))
+            path = self.sources.path(spec.files)
+            log.info("loading %s of %s from %s (alone)", role, model_id, path)
+            return self._build(role, spec, path)
 
     def _build(self, role: str, spec, path: Path):
         """Build one component (load lock held) and record it."""
