@@ -30,7 +30,7 @@ from models import loading
 from models.constants import MAX_NEW_TOKENS
 from models.params import CONTROLS, GenerationParams, check_text
 from models.reference import MAX_UPLOAD_BYTES, REF_SR, ReferenceClip, load_reference
-from models.registry import KARTOFFELBOX_REPO_ID, TURBO_REPO_ID, entry_by_label
+from models.registry import BASE_REPO_ID, KARTOFFELBOX_REPO_ID, TURBO_REPO_ID, entry_by_label
 from models.similarity import SpeakerSimilarity
 from models.tts import SAMPLE_RATE, ChatterboxTTS, LivePlayback
 from models.voice_library import VoiceLibrary, default_data_dir
@@ -53,6 +53,9 @@ def parse_args() -> argparse.Namespace:
                    help=f"local German T3 .safetensors or folder (default: {KARTOFFELBOX_REPO_ID}, needs HF_TOKEN)")
     p.add_argument("--turbo-checkpoint", default=env("CHATTERBOX_TURBO_CHECKPOINT"),
                    help=f"local folder with the {TURBO_REPO_ID} files (default: the Hub, on first use)")
+    p.add_argument("--multilingual-checkpoint", default=env("CHATTERBOX_MULTILINGUAL_CHECKPOINT"),
+                   help="local folder with the multilingual files of ResembleAI/chatterbox (t3_mtl23ls_v2, "
+                        "grapheme_mtl_merged_expanded_v1.json, Cangjie5_TC.json), searched after --checkpoint")
     p.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
@@ -79,6 +82,8 @@ def parse_args() -> argparse.Namespace:
     args.concurrency = int(args.concurrency) if args.concurrency is not None else args.batch_size
     if args.first_block < 1:
         p.error(f"--first-block must be >= 1, got {args.first_block}")
+    if args.multilingual_checkpoint and not args.checkpoint:
+        p.error("--multilingual-checkpoint is searched after --checkpoint's folder: give both (or neither: the Hub)")
     if args.max_resident_gb is not None and float(args.max_resident_gb) <= 0:
         p.error(f"--max-resident-gb must be > 0, got {args.max_resident_gb}")
     return args
@@ -88,7 +93,8 @@ def load_pipeline(args: argparse.Namespace) -> tuple[ChatterboxTTS | None, str]:
     """The pipeline and a line saying what weights it runs, or None and why there are none."""
     budget = int(float(args.max_resident_gb) * 2**30) if args.max_resident_gb else None
     local = {repo: Path(path) for repo, path in ((KARTOFFELBOX_REPO_ID, args.german_t3),
-                                                 (TURBO_REPO_ID, args.turbo_checkpoint)) if path}
+                                                 (TURBO_REPO_ID, args.turbo_checkpoint),
+                                                 (BASE_REPO_ID, args.multilingual_checkpoint)) if path}
     try:
         if args.checkpoint:
             base = Path(args.checkpoint)
@@ -125,10 +131,10 @@ def _gpu_seconds(text: str, *args, **kwargs) -> int:
 @spaces.GPU(duration=_gpu_seconds)
 def synthesize_stream(text: str, clip: ReferenceClip | None, params: GenerationParams, model: str,
                       watermark: bool, cancel: threading.Event, norm_loudness: bool = True, normalize: bool = True,
-                      saved: str | None = None):
+                      saved: str | None = None, language: str | None = None):
     conds = VOICES.conditionals(clip, saved, model, norm_loudness)
-    yield from PIPELINE.stream(text, conds, params, model=model, watermark=watermark, normalize=normalize,
-                               max_new_tokens=ARGS.max_new_tokens, cancel=cancel, live=LIVE)
+    yield from PIPELINE.stream(text, conds, params, model=model, language=language, watermark=watermark,
+                               normalize=normalize, max_new_tokens=ARGS.max_new_tokens, cancel=cancel, live=LIVE)
 
 
 _cancels: dict[str, threading.Event] = {}
@@ -145,27 +151,32 @@ def _pcm16(wav: np.ndarray) -> np.ndarray:
     return (np.clip(wav, -1.0, 1.0) * 32767).astype(np.int16)
 
 
-def _params(model_choice: str, seed, controls: dict) -> tuple[str, GenerationParams]:
-    """The model id and the request's params: the model's honoured controls as given, the
-    others at its recommended values. ValueError for an unknown model or a bad value."""
+def _params(model_choice: str, seed, controls: dict, language: str | None = None
+            ) -> tuple[str, GenerationParams, str | None]:
+    """The model id, the request's params (the model's honoured controls as given, the others
+    at its recommended values) and its language (for a model taking one; the page's hidden
+    language choice is ignored for the others). ValueError for an unknown model, language or
+    a bad value."""
     entry = entry_by_label(model_choice)
     seed = None if seed in (None, 0) else int(seed) if float(seed).is_integer() else seed
     given = {name: value for name, value in controls.items() if name in entry.controls}
-    return entry.id, replace(entry.recommended, **given, seed=seed)
+    language = entry.resolve_language(language) if entry.takes_language else None
+    return entry.id, replace(entry.recommended, **given, seed=seed), language
 
 
 def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_p, repetition_penalty, top_k,
-             seed, watermark, model_choice, norm_loudness=True, normalize=True, voice=None,
+             seed, watermark, model_choice, norm_loudness=True, normalize=True, voice=None, language=None,
              request: gr.Request = None):
     """Stream (live audio, full audio, seed used, similarity, notes, progress) as generation goes.
 
-    `voice` names a listed voice (built-in, example or saved); an uploaded `reference` wins."""
+    `voice` names a listed voice (built-in, example or saved); an uploaded `reference` wins.
+    `language` (an id such as "ja", or a name) is what a multilingual model speaks."""
     if PIPELINE is None:
         raise gr.Error(WEIGHTS_NOTE.replace("**", ""))
     values = (exaggeration, cfg_weight, temperature, min_p, top_p, repetition_penalty, top_k)
     try:
         check_text(text)
-        model, params = _params(model_choice, seed, dict(zip(CONTROLS, values)))
+        model, params, language = _params(model_choice, seed, dict(zip(CONTROLS, values)), language)
         clip = load_reference(reference) if reference else None
         voice = voice if voice and clip is None else ""
         clip, saved = VOICES.named(voice) if voice else (clip, None)
@@ -180,7 +191,7 @@ def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_
     try:
         with ADMISSION.slot():  # the one gate of the browser and the APIs
             for event in synthesize_stream(text, clip, params, model, bool(watermark), cancel, bool(norm_loudness),
-                                           bool(normalize), saved):
+                                           bool(normalize), saved, language):
                 if event.result is not None:
                     result = event.result
                 elif event.audio.size:
@@ -215,7 +226,8 @@ def build_demo() -> gr.Blocks:
     voices = sorted(str(p) for p in (ASSETS / "voices").glob("*.wav"))
     examples = [[t, voices[i % len(voices)] if voices else None]
                 for i, t in enumerate(EXAMPLES["english"] + EXAMPLES["german"])]
-    return ui.build_demo(ui.Handlers(generate, request_stop, TOOLS), WEIGHTS_NOTE, examples, CAN_STREAM,
+    notes = PIPELINE.language_notes if PIPELINE is not None else ui.no_language_notes
+    return ui.build_demo(ui.Handlers(generate, request_stop, TOOLS, notes), WEIGHTS_NOTE, examples, CAN_STREAM,
                          extra_tabs={"Batch & API": INTEGRATIONS.mcp_and_batch_tab})
 
 

@@ -6,22 +6,29 @@ controls and recommended settings, applied when the model is picked). Handlers a
 passed in, so this module holds no model state (app.py wires it). The voice tabs
 (voice_tabs.py: conversion, saved voices, voice lab, watermark check) sit beside
 `generation_tab`; the saved-voice picker of the generation tab reads the same library.
+A model that takes a language (Multilingual) shows a language picker: choosing a language
+puts its example sentence in the text box and shows the accent note and the front-end steps
+this installation skips for it.
 """
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import gradio as gr
 
 from models.constants import CHUNK_CHARS, MAX_TEXT_CHARS
+from models.multilingual.languages import ACCENT_NOTE, LANGUAGES, dropdown_choices
 from models.params import CONTROLS
 from models.registry import MODELS, ModelEntry, entry_by_label
 from voice_tabs import VoiceTools, build_voice_tabs
 
+log = logging.getLogger(__name__)
 MAIN_CONTROLS = ("exaggeration", "cfg_weight")  # shown above the advanced options
+DEFAULT_LANGUAGE = "en"  # the language picker's first value: the page's example texts are English
 TAGGED = [e for e in MODELS.values() if e.tags]  # models with expression-tag buttons
 
 # Inserts `tag` into the text box at its cursor (replacing a selection), spaced from the words
@@ -47,13 +54,19 @@ INSERT_TAG_JS = """(text) => {
 NO_VOICE = ("None: the reference clip above, or the model's built-in voice", "")
 
 
+def no_language_notes(language: str) -> tuple[str, ...]:
+    return ()
+
+
 @dataclass(frozen=True)
 class Handlers:
-    """The app's functions the page calls."""
+    """The app's functions the page calls. `language_notes(language)`: the front-end steps
+    skipped for a language (ChatterboxTTS.language_notes)."""
 
     generate: Callable
     stop: Callable
     tools: VoiceTools
+    language_notes: Callable[[str], Sequence[str]] = no_language_notes
 
 
 def voice_choices(tools: VoiceTools) -> list:
@@ -82,7 +95,7 @@ def result_notes(result, clip, similarity: float | None, watermarker, voice: str
         lines.append("⚠️ A part hit its speech-token limit before the model finished it: its end may be "
                      "missing. Rephrase or shorten that sentence.")
     if result.n_chunks > 1:
-        lines.append(f"Long text: spoken in {result.n_chunks} parts of at most {CHUNK_CHARS} characters.")
+        lines.append(f"Long text: spoken in {result.n_chunks} parts, split at sentence ends.")
     if result.loops_cut:
         parts = ", ".join(str(i + 1) for i in result.loops_cut)
         lines.append(f"⚠️ The model started repeating itself in part {parts}; that part was cut where the loop began.")
@@ -125,6 +138,28 @@ def control_updates(label: str) -> list:
     return updates + [model_note(entry)] + tags + [gr.update(visible=entry.loudness_toggle)]
 
 
+def language_note(language: str, notes_for: Callable[[str], Sequence[str]]) -> str:
+    """The note under the language picker: the accent note, then what is skipped for `language`."""
+    try:
+        notes = notes_for(language)
+    except Exception as exc:  # e.g. the front-end's files cannot be had: the accent note still shows
+        log.warning("no front-end notes for %r: %s", language, exc)
+        notes = ()
+    return "  \n".join([f"ℹ️ {ACCENT_NOTE}", *(f"⚠️ {note}" for note in notes)])
+
+
+def language_updates(label: str, language: str, notes_for: Callable[[str], Sequence[str]]) -> list:
+    """The language picker and its note, shown only for a model that takes a language."""
+    shown = entry_by_label(label).takes_language
+    note = language_note(language, notes_for) if shown else ""
+    return [gr.update(visible=shown), gr.update(value=note, visible=shown)]
+
+
+def pick_language(language: str, notes_for: Callable[[str], Sequence[str]]) -> list:
+    """A language chosen by hand: its example sentence into the text box, and its note."""
+    return [LANGUAGES[language].example, language_note(language, notes_for)]
+
+
 def tag_buttons(entry: ModelEntry, text: gr.Textbox, visible: bool) -> gr.Column:
     """A button per expression tag of `entry`, each inserting its tag at the text box's cursor."""
     with gr.Column(visible=visible, variant="panel", elem_id=f"tags-{entry.id}") as group:
@@ -165,6 +200,11 @@ def generation_tab(handlers: Handlers, examples: list[list], live_visible: bool)
             model = gr.Dropdown([e.label for e in MODELS.values()], value=first.label, label="Model",
                                 elem_id="model")
             note = gr.Markdown(model_note(first), elem_id="model-note")
+            language = gr.Dropdown(dropdown_choices(), value=DEFAULT_LANGUAGE, label="Language", elem_id="language",
+                                   visible=first.takes_language)
+            language_info = gr.Markdown(language_note(DEFAULT_LANGUAGE, handlers.language_notes)
+                                        if first.takes_language else "", elem_id="language-note",
+                                        visible=first.takes_language)
             tag_groups = [tag_buttons(e, text, e.id == first.id) for e in TAGGED]
             controls = {name: _slider(name, first) for name in MAIN_CONTROLS}
             with gr.Accordion("Advanced options", open=False):
@@ -193,6 +233,10 @@ def generation_tab(handlers: Handlers, examples: list[list], live_visible: bool)
     text.change(count_chars, text, counter, queue=False, api_visibility="private")
     model.change(control_updates, model, sliders + [note, *tag_groups, loudness], queue=False,
                  api_visibility="private")
+    model.change(lambda label, lang: language_updates(label, lang, handlers.language_notes), [model, language],
+                 [language, language_info], api_visibility="private")
+    language.input(lambda lang: pick_language(lang, handlers.language_notes), language, [text, language_info],
+                   api_visibility="private")
     reference.change(tools.hints, reference, hints, api_visibility="private")
     for given in (reference.upload, reference.stop_recording):
         given(lambda: "", None, voice, queue=False, api_visibility="private")
@@ -200,7 +244,8 @@ def generation_tab(handlers: Handlers, examples: list[list], live_visible: bool)
     voice.focus(lambda: gr.update(choices=voice_choices(tools)), None, voice, queue=False,
                 api_visibility="private")
     # New inputs go at the end, so positional API calls made before them keep working.
-    button.click(handlers.generate, [text, reference, *sliders, seed, watermark, model, loudness, normalize, voice],
+    button.click(handlers.generate,
+                 [text, reference, *sliders, seed, watermark, model, loudness, normalize, voice, language],
                  [live, audio, seed_used, similarity, notes, progress], api_name="generate").then(
         lambda seed, sim: (gr.update(visible=seed is not None), gr.update(visible=sim is not None)),
         [seed_used, similarity], [seed_used, similarity], queue=False, api_visibility="private")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
 import torch
 from safetensors import safe_open
@@ -113,12 +113,23 @@ def load_text_tokenizer(path: str | Path):
     return TextTokenizer.from_file(_in_folder(path, TOKENIZER_FILE))
 
 
+def read_state(path: Path) -> dict[str, torch.Tensor]:
+    """A component's tensors: safetensors, or a `.pt` pickle of the multilingual release read
+    with torch.load(weights_only=True) (no code execution)."""
+    if path.suffix == ".pt":
+        from .multilingual.loading import read_pt_state
+
+        return read_pt_state(path)
+    return read_safetensors(path)
+
+
 def load_voice_encoder(path: str | Path, device: str | torch.device = "cpu"):
+    """The voice encoder from ve.safetensors or ve.pt (a file, or a folder holding ve.safetensors)."""
     from .voice_encoder import VoiceEncoder, VoiceEncoderConfig
 
     path = _in_folder(path, VE_FILE)
     model = _built_without_init(lambda: VoiceEncoder(VoiceEncoderConfig()))
-    load_strict(model, read_safetensors(path), path.name)
+    load_strict(model, read_state(path), path.name)
     return model.to(device).eval()
 
 
@@ -159,7 +170,7 @@ def load_t3(
 
 def load_s3gen(path: str | Path, device: str | torch.device = "cpu", flow_steps: int = 10,
                options: "LoadOptions | None" = None):
-    """S3Gen from its file (or a checkpoint folder), decoding with `flow_steps` Euler steps
+    """S3Gen from s3gen.safetensors or s3gen.pt (or a checkpoint folder), decoding with `flow_steps` Euler steps
     (`options.flow_steps` wins when set) whether it decodes whole or in streamed blocks."""
     from .fast_modes import LoadOptions, build_s3gen
     from .s3gen.s3gen import S3Gen
@@ -168,7 +179,9 @@ def load_s3gen(path: str | Path, device: str | torch.device = "cpu", flow_steps:
     path = _in_folder(path, S3GEN_FILE)
     steps = options.flow_steps or flow_steps
     model = _built_without_init(lambda: S3Gen(n_timesteps=steps))
-    load_strict(model, read_safetensors(path), path.name, allowed_missing=S3GEN_TOLERATED_MISSING)
+    # s3gen.pt holds every entry (the reference loads it strictly); the safetensors lacks two buffers.
+    tolerated = () if path.suffix == ".pt" else S3GEN_TOLERATED_MISSING
+    load_strict(model, read_state(path), path.name, allowed_missing=tolerated)
     model.fold_weight_norm()
     return build_s3gen(model.to(device).eval(), options)
 
@@ -214,6 +227,10 @@ def _(spec: registry.TextSpec, path, device, options):
         from .loading_turbo import load_turbo_tokenizer
 
         return load_turbo_tokenizer(path)
+    if spec.frontend == "multilingual":
+        from .multilingual.loading import load_tokenizer
+
+        return load_tokenizer(path.parent)  # the vocabulary with Cangjie5_TC.json beside it
     if spec.frontend != "english":
         raise CheckpointError(f"text front-end {spec.frontend!r} has no builder")
     return load_text_tokenizer(path)
@@ -288,29 +305,34 @@ class WeightSources:
     """Where component files come from: local stand-ins for Hub repositories, else the Hub.
 
     `local` maps a repository id to a folder with that repository's layout, or to a single
-    file that stands for the repository's one component (a fine-tune shipping only T3).
+    file that stands for the repository's one component (a fine-tune shipping only T3), or
+    to several folders holding parts of it (e.g. the English and the multilingual files of
+    ResembleAI/chatterbox), searched in order for each file name in turn.
     With `hub=False` a repository without a local stand-in is WeightsUnavailable.
     """
 
-    def __init__(self, local: Mapping[str, str | Path] | None = None, hub: bool = True):
-        self.local = {repo: Path(path) for repo, path in (local or {}).items()}
+    def __init__(self, local: Mapping[str, str | Path | Sequence[str | Path]] | None = None, hub: bool = True):
+        self.local = {repo: tuple(Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths))
+                      for repo, paths in (local or {}).items()}
         self.hub = hub
 
     def path(self, files: HubFiles) -> Path:
         """The local file of `files` (downloading it if needed), its companions beside it.
-        Raises CheckpointError for a local folder without any of its names or with a
+        Raises CheckpointError for local folders without any of its names or with a
         companion missing, WeightsUnavailable when it cannot be had."""
-        stand_in = self.local.get(files.repo_id)
-        if stand_in is not None:
-            if stand_in.is_file():
-                return stand_in
-            for name in files.names:
-                if (stand_in / name).is_file():
-                    missing = [c for c in files.companions if not (stand_in / c).is_file()]
-                    if missing:
-                        raise CheckpointError(f"{stand_in} lacks {', '.join(missing)} ({files.repo_id})")
-                    return stand_in / name
-            raise CheckpointError(f"{stand_in} holds none of {', '.join(files.names)} ({files.repo_id})")
+        stand_ins = self.local.get(files.repo_id)
+        if stand_ins:
+            if len(stand_ins) == 1 and stand_ins[0].is_file():
+                return stand_ins[0]
+            for name in files.names:  # an earlier name wins in any folder (the files other models share)
+                for folder in stand_ins:
+                    if (folder / name).is_file():
+                        missing = [c for c in files.companions if not (folder / c).is_file()]
+                        if missing:
+                            raise CheckpointError(f"{folder} lacks {', '.join(missing)} ({files.repo_id})")
+                        return folder / name
+            where = ", ".join(str(f) for f in stand_ins)
+            raise CheckpointError(f"{where} hold(s) none of {', '.join(files.names)} ({files.repo_id})")
         if not self.hub:
             raise WeightsUnavailable(f"{files.repo_id} has no local copy and Hub downloads are off")
         path = fetch_file(files)

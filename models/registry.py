@@ -5,14 +5,16 @@ names), what the component is (T3 architecture and config, text front-end, S3Gen
 variant), how long the voice prompts are, which generation controls the model honours
 and its recommended settings. Components with equal specs (same files, same settings)
 are loaded once and shared by every resident model that names them (models/residency.py):
-the voice encoder, S3Gen, tokenizer and built-in voice of `ResembleAI/chatterbox` serve
-English and German alike. Adding a model = one entry here + the builders of any new
-component kind (models/loading.py `build_component`).
+the voice encoder, S3Gen and built-in voice of `ResembleAI/chatterbox` serve English,
+German and Multilingual alike (the English tokenizer: English and German). Adding a
+model = one entry here + the builders of any new component kind (models/loading.py
+`build_component`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .multilingual.languages import LANGUAGE_IDS, language_id
 from .params import CONTROLS, GenerationParams
 from .t3 import T3Config
 
@@ -24,6 +26,13 @@ T3_FILE = "t3_cfg.safetensors"
 S3GEN_FILE = "s3gen.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 CONDS_FILE = "conds.pt"
+# The same voice encoder and S3Gen as pickles (read with torch.load(weights_only=True)): the
+# multilingual release names these; a folder holding only them serves every model sharing them.
+VE_PICKLE = "ve.pt"
+S3GEN_PICKLE = "s3gen.pt"
+MULTILINGUAL_T3_FILE = "t3_mtl23ls_v2.safetensors"
+MULTILINGUAL_TOKENIZER_FILE = "grapheme_mtl_merged_expanded_v1.json"
+CANGJIE_FILE = "Cangjie5_TC.json"
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,10 @@ class T3Spec:
     files: HubFiles
     architecture: str = "llama"   # "llama": Llama_520M (models/t3.py); "gpt2": T3-Turbo (models/t3_turbo.py)
     config: T3Config | None = field(default_factory=T3Config)  # None: the architecture's own (gpt2)
+    # The 0.1.7 multilingual decoding: an alignment analyzer reads attention each step and may
+    # suppress or force the stop token (models/multilingual/decoding.py); such a T3 decodes
+    # each request alone, never in a shared batch.
+    alignment_analyzer: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,9 @@ class VoiceEncoderSpec:
 @dataclass(frozen=True)
 class TextSpec:
     """The text front-end: "english" is punctuation normalisation + tokenizer.json's BPE;
-    "turbo" is Turbo's punctuation normalisation + the GPT-2 tokenizer with its tags."""
+    "turbo" is Turbo's punctuation normalisation + the GPT-2 tokenizer with its tags;
+    "multilingual" is the 23-language front-end (models/multilingual/text.py: language tag,
+    lower case, NFKD, per-language steps) with per-script sentence chunking."""
 
     files: HubFiles
     frontend: str = "english"
@@ -140,13 +155,33 @@ class ModelEntry:
         """The language of the text front-end's sentence rules (the first listed)."""
         return self.languages[0]
 
+    @property
+    def takes_language(self) -> bool:
+        """Whether a request chooses among several languages (Multilingual) or the model has one."""
+        return len(self.languages) > 1
 
-_BASE = dict(
-    s3gen=S3GenSpec(HubFiles(BASE_REPO_ID, (S3GEN_FILE,))),
-    voice_encoder=VoiceEncoderSpec(HubFiles(BASE_REPO_ID, (VE_FILE,))),
-    text=TextSpec(HubFiles(BASE_REPO_ID, (TOKENIZER_FILE,))),
+    def resolve_language(self, language: str | None) -> str:
+        """The language a request on this model speaks: `language` (an id or a name, any case,
+        e.g. "ja" or "Japanese") if the model speaks it; None or "" means the model's only
+        language (a model taking a language needs one). ValueError otherwise."""
+        if language is None or language == "":
+            if self.takes_language:
+                raise ValueError(f"{self.label} needs a language: one of {', '.join(self.languages)}")
+            return self.language
+        lang = language_id(language)
+        if lang not in self.languages:
+            others = [e.label for e in MODELS.values() if lang in e.languages and e.id != self.id]
+            hint = f"; {' or '.join(others)} speaks it" if others else ""
+            raise ValueError(f"{self.label} speaks {', '.join(self.languages)}, not {language!r}{hint}")
+        return lang
+
+
+_SHARED = dict(  # one voice encoder, S3Gen and built-in voice for English, German and Multilingual
+    s3gen=S3GenSpec(HubFiles(BASE_REPO_ID, (S3GEN_FILE, S3GEN_PICKLE))),
+    voice_encoder=VoiceEncoderSpec(HubFiles(BASE_REPO_ID, (VE_FILE, VE_PICKLE))),
     builtin_voice=BuiltinVoiceSpec(HubFiles(BASE_REPO_ID, (CONDS_FILE,))),
 )
+_BASE = dict(_SHARED, text=TextSpec(HubFiles(BASE_REPO_ID, (TOKENIZER_FILE,))))
 
 MODELS: dict[str, ModelEntry] = {entry.id: entry for entry in (
     ModelEntry(
@@ -163,7 +198,8 @@ MODELS: dict[str, ModelEntry] = {entry.id: entry for entry in (
         licence="reported CC-BY-NC-ND (check the model card before reuse); gated: set HF_TOKEN",
         # The model card's recommended settings (trained without emotion labels).
         recommended=GenerationParams(temperature=0.6, cfg_weight=0.3),
-        about="Kartoffelbox v0.1: a German fine-tune of Chatterbox's T3; use a German reference voice.",
+        about="Kartoffelbox v0.1: a German fine-tune of Chatterbox's T3; use a German reference voice. "
+              "Multilingual (language German) is the other German option (MIT, not gated).",
     ),
     ModelEntry(
         # Every file from the Turbo repository: its voice encoder has its own weights.
@@ -182,6 +218,21 @@ MODELS: dict[str, ModelEntry] = {entry.id: entry for entry in (
         tags=TURBO_TAGS, loudness_toggle=True,
         about="Chatterbox-Turbo: GPT-2 T3 and a 2-step decoder, the fast English model; reads expression "
               "tags such as [laugh]; the reference voice must be longer than 5 s.",
+    ),
+    ModelEntry(
+        # The multilingual release of ResembleAI/chatterbox: its own T3 (text vocabulary 2454) and
+        # front-end; the voice encoder, S3Gen and built-in voice are the English ones (the release's
+        # ve.pt / s3gen.pt hold them as pickles: the second name of each shared spec).
+        id="multilingual", label="Multilingual (Chatterbox, 23 languages)", languages=LANGUAGE_IDS,
+        t3=T3Spec(HubFiles(BASE_REPO_ID, (MULTILINGUAL_T3_FILE,)), alignment_analyzer=True),
+        text=TextSpec(HubFiles(BASE_REPO_ID, (MULTILINGUAL_TOKENIZER_FILE,), companions=(CANGJIE_FILE,)),
+                      frontend="multilingual"),
+        **_SHARED,
+        licence="MIT (ResembleAI/chatterbox)",
+        # chatterbox-tts 0.1.7's multilingual generate() defaults: as English but repetition penalty 2.0.
+        recommended=GenerationParams(repetition_penalty=2.0),
+        about="Chatterbox Multilingual: 23 languages (choose one below); a reference voice in another language "
+              "carries its accent, CFG 0 reduces it.",
     ),
 )}
 

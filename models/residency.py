@@ -173,14 +173,36 @@ class ModelPool:
                 built[role] = None
                 continue
             log.info("loading %s of %s from %s", role, entry.id, paths[role])
-            component = loading.build_component(spec, paths[role], self.device, self.options)
-            self.loads[f"{role} {spec.files.repo_id}"] += 1
-            with self._lock:
-                self._components[spec] = (component, size_bytes(component))
-            built[role] = component
+            built[role] = self._build(role, spec, paths[role])
         model = LoadedModel(entry, built["t3"], built["s3gen"], built["voice_encoder"], built["text"],
                             built.get("builtin_voice"))
         return _Slot(model, tuple(specs.values()))
+
+    def component(self, model_id: str, role: str):
+        """One component of `model_id` (a `ModelEntry.components` role), built alone when the
+        model is not loaded: a cheap look-up (the text front-end's notes for a language) need
+        not load a 2 GB T3. Kept and shared like the components of loaded models."""
+        spec = self.entry(model_id).components[role]
+        with self._lock:
+            known = self._components.get(spec)
+        if known is not None:
+            return known[0]
+        with self._load_lock:
+            with self._lock:
+                known = self._components.get(spec)
+            if known is not None:
+                return known[0]
+            path = self.sources.path(spec.files)
+            log.info("loading %s of %s from %s (alone)", role, model_id, path)
+            return self._build(role, spec, path)
+
+    def _build(self, role: str, spec, path: Path):
+        """Build one component (load lock held) and record it."""
+        component = loading.build_component(spec, path, self.device, self.options)
+        self.loads[f"{role} {spec.files.repo_id}"] += 1
+        with self._lock:
+            self._components[spec] = (component, size_bytes(component))
+        return component
 
     def _tick(self, slot: _Slot) -> None:
         self._clock += 1

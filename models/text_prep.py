@@ -388,6 +388,10 @@ class RequestPlan:
         return tuple(i for i in self.items if isinstance(i, PlannedChunk))
 
     @property
+    def notes(self) -> tuple[str, ...]:
+        return self.prepared.notes
+
+    @property
     def unknown_characters(self) -> tuple[str, ...]:
         return tuple(ch for c in self.chunks for ch in c.tokens.unknown_characters)
 

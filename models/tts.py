@@ -12,7 +12,7 @@ import secrets
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from .fast_modes import LoadOptions
 from .guard import RunawayGuard
 from .params import GenerationParams, check_text
 from .loudness import TARGET_LUFS, normalize_loudness
+from .multilingual import decoding as multilingual_decoding
+from .multilingual.planning import MultilingualPlan
+from .multilingual.planning import plan_request as plan_multilingual_request
 from .reference import ReferenceAudioError, ReferenceClip, load_reference
 from .registry import BASE_REPO_ID, DEFAULT_MODEL, ModelEntry, PromptSpec
 from .residency import LoadedModel, ModelPool
@@ -36,7 +39,7 @@ from .sampling import SamplingParams
 from .t3 import T3Cond
 from .t3_batching import batcher_for
 from .t3_turbo import S3GEN_SILENCE_TOKEN, SILENCE_TOKENS_APPENDED, TurboSamplingParams
-from .text_prep import ENGLISH_EVENT_TAGS, Pause, PlannedChunk, plan_request
+from .text_prep import ENGLISH_EVENT_TAGS, Pause, PlannedChunk, RequestPlan, plan_request
 from .watermark import Watermarker
 
 SAMPLE_RATE = S3GEN_SR
@@ -222,13 +225,18 @@ class ChatterboxTTS:
 
     @classmethod
     def from_local(cls, ckpt_dir: str | Path, device: str | torch.device | None = None,
-                   local: Mapping[str, str | Path] | None = None, model: str = DEFAULT_MODEL,
-                   label: str = "", options: LoadOptions | None = None,
+                   local: Mapping[str, str | Path | Sequence[str | Path]] | None = None,
+                   model: str = DEFAULT_MODEL, label: str = "", options: LoadOptions | None = None,
                    max_resident_bytes: int | None = None, batch_size: int = 1) -> "ChatterboxTTS":
         """Build from a folder with the released layout of ResembleAI/chatterbox (ve, t3_cfg,
-        s3gen, tokenizer, conds), loading `model` now. `local` maps more repository ids to
-        local stand-ins (a folder, or a T3 file); other repositories come from the Hub."""
-        sources = loading.WeightSources({BASE_REPO_ID: Path(ckpt_dir), **(local or {})})
+        s3gen, tokenizer, conds; or the multilingual files, with ve.pt and s3gen.pt), loading
+        `model` now. `local` maps more repository ids to local stand-ins (a folder, or a T3
+        file; for ResembleAI/chatterbox itself, folders searched after `ckpt_dir`, e.g. one
+        with its multilingual files); other repositories come from the Hub."""
+        local = dict(local or {})
+        more = local.pop(BASE_REPO_ID, ())
+        more = [more] if isinstance(more, (str, Path)) else list(more)
+        sources = loading.WeightSources({BASE_REPO_ID: [Path(ckpt_dir), *more], **local})
         return cls._loaded(sources, device, model, label or f"local checkpoint {ckpt_dir}", options,
                            max_resident_bytes, batch_size)
 
@@ -261,6 +269,15 @@ class ChatterboxTTS:
         """The components of `model` (default: the default model), loaded if needed."""
         return self.pool.get(model or self.default_model)
 
+    def language_notes(self, language: str, model: str = "multilingual") -> tuple[str, ...]:
+        """What `model`'s text front-end skips for `language` on this installation (e.g. Chinese
+        word segmentation, which needs a download), for the page to show when it is chosen.
+        Builds only the front-end if the model is not loaded. ValueError for a language the
+        model does not speak."""
+        language = self.entry(model).resolve_language(language)
+        notes_for = getattr(self.pool.component(model, "text"), "notes_for", None)
+        return tuple(notes_for(language)) if notes_for is not None else ()
+
     # --- per request -------------------------------------------------------------------
 
     @torch.inference_mode()
@@ -288,6 +305,7 @@ class ChatterboxTTS:
         params: GenerationParams | None = None,
         *,
         model: str | None = None,
+        language: str | None = None,
         watermark: bool = True,
         max_new_tokens: int = MAX_NEW_TOKENS,
         cancel: threading.Event | None = None,
@@ -296,8 +314,10 @@ class ChatterboxTTS:
     ) -> Iterator[StreamEvent]:
         """Speak `text` chunk by chunk, yielding audio as soon as each piece exists.
 
-        `params` default to the model's recommended settings. Long text is split at
-        sentence boundaries into chunks of <= CHUNK_CHARS, each generated with the same voice
+        `params` default to the model's recommended settings. `language` (an id or name) is
+        what a multilingual model speaks (required there); other models speak their own (None,
+        or that language). Long text is split at the sentence ends of that language into
+        chunks (<= CHUNK_CHARS; Multilingual: its script's length), each generated with the same voice
         and its own seed-derived generator (chunk 0 uses the seed itself, so short text
         sounds as without chunking). The last event carries the whole result. Setting
         `cancel` (or closing the iterator) stops between steps.
@@ -312,6 +332,7 @@ class ChatterboxTTS:
         check_text(text)
         model = model or self.default_model
         entry = self.pool.entry(model)
+        language = entry.resolve_language(language)  # ValueError for one the model does not speak
         params = params if params is not None else entry.recommended
         if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
             raise ValueError(f"max_new_tokens must be in [1, {MAX_NEW_TOKENS}], got {max_new_tokens!r}")
@@ -331,9 +352,7 @@ class ChatterboxTTS:
                 raise ValueError(f"this voice was prepared for a model that embeds voices differently from "
                                  f"{entry.label}; prepare it again with model={model!r}")
             voice = voice.with_exaggeration(params.exaggeration)
-            # Turbo's tags are its own (a tag typed in the text becomes its token).
-            tags = entry.tags if entry.text.frontend == "turbo" else ENGLISH_EVENT_TAGS
-            plan = plan_request(text, entry.language, m.text, CHUNK_CHARS, max_new_tokens, normalize, tags)
+            plan = _plan(m, text, language, max_new_tokens, normalize)
             chunks = plan.chunks
             pieces: list[np.ndarray] = []
             outcomes: list[_ChunkOutcome] = []
@@ -371,7 +390,7 @@ class ChatterboxTTS:
         result = Synthesis(full.astype(np.float32), SAMPLE_RATE, seed, plan.normalized_text, plan.unknown_characters,
                            sum(o.n_tokens for o in outcomes), any(o.hit_limit for o in outcomes), watermarked,
                            len(chunks), tuple(i for i, o in enumerate(outcomes) if o.loop_cut), stopped,
-                           plan.prepared.notes)
+                           plan.notes)
         yield StreamEvent(np.zeros(0, dtype=np.float32), len(chunks) - 1, len(chunks), result)
 
     def _speak_chunk(self, m: LoadedModel, chunk: PlannedChunk, n_chunks: int, voice: Conditionals,
@@ -439,6 +458,11 @@ class ChatterboxTTS:
                                            max_gen_len=limit - 1)
             tokens = m.t3.stream_tokens(voice.t3, chunk.tokens.ids, sampling, generator)
             return _without_first_stop(tokens), (S3GEN_SILENCE_TOKEN,) * SILENCE_TOKENS_APPENDED
+        if m.entry.t3.alignment_analyzer:
+            # Alone, never batched: the analyzer reads this request's attention at every step.
+            tokens = multilingual_decoding.stream_tokens(m.t3, voice.t3, m.t3.frame_text(chunk.tokens.ids),
+                                                         SamplingParams.of(params, limit), generator)
+            return tokens, ()
         decoder = batcher_for(m.t3, self.batch_size)  # m.t3 itself when batch_size is 1
         tokens = decoder.stream_tokens(voice.t3, m.t3.frame_text(chunk.tokens.ids), SamplingParams.of(params, limit),
                                        generator)
@@ -456,6 +480,19 @@ class ChatterboxTTS:
                  params: GenerationParams | None = None, **options) -> np.ndarray:
         """24 kHz float32 audio of `text` (see `synthesize` for the details of the result)."""
         return self.synthesize(text, conditionals, params, **options).wav
+
+
+def _plan(m: LoadedModel, text: str, language: str, max_new_tokens: int,
+          normalize: bool) -> RequestPlan | MultilingualPlan:
+    """The request's chunks by the model's text front-end: the multilingual one chunks by the
+    request's language and reads text as the reference does (no number normalisation); the
+    others prepare it first (text_prep: markup, tags, pauses, numbers as words)."""
+    frontend = m.entry.text.frontend
+    if frontend == "multilingual":
+        return plan_multilingual_request(text, language, m.text, max_new_tokens)
+    # Turbo's tags are its own (a tag typed in the text becomes its token).
+    tags = m.entry.tags if frontend == "turbo" else ENGLISH_EVENT_TAGS
+    return plan_request(text, language, m.text, CHUNK_CHARS, max_new_tokens, normalize, tags)
 
 
 def _without_first_stop(tokens: Iterator[int]) -> Iterator[int]:

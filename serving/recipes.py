@@ -35,6 +35,7 @@ class Recipe:
     clip_sha256: str | None = None    # uploaded clip (hex digest of its decoded samples)
     watermark: bool = True
     version: str = PROJECT_VERSION
+    language: str | None = None       # what a multilingual model speaks (an id, e.g. "ja")
 
     def __post_init__(self):
         if not isinstance(self.text, str) or not self.text.strip():
@@ -55,6 +56,8 @@ class Recipe:
             raise ValueError("recipe: give 'voice' or 'clip_sha256', not both")
         if not isinstance(self.watermark, bool):
             raise ValueError("recipe: 'watermark' must be true or false")
+        if self.language is not None and not isinstance(self.language, str):
+            raise ValueError("recipe: 'language' must be a language id")
 
     def to_json(self) -> str:
         return json.dumps({"kind": RECIPE_KIND, **asdict(self)}, ensure_ascii=False, indent=2)

@@ -48,6 +48,7 @@ class Speech:
     params: GenerationParams
     watermark: bool = True
     notes: tuple[str, ...] = ()
+    language: str | None = None   # the language id a multilingual model speaks (None: the model's own)
 
 
 class SpeechService:
@@ -78,8 +79,8 @@ class SpeechService:
         if isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
             raise TextTooLong(f"input is {len(text):,} characters; one request speaks at most {MAX_TEXT_CHARS:,}")
         check_text(text)
-        if language is not None and language not in entry.languages:
-            raise ValueError(f"model {model_id!r} speaks {', '.join(entry.languages)}, not {language!r}")
+        language = entry.resolve_language(language)  # a multilingual model needs one (by id or name)
+        language = language if entry.takes_language else None  # the others speak their own
         notes = []
         given = {k: v for k, v in settings.items() if v is not None}
         unknown = sorted(set(given) - set(CONTROLS))
@@ -96,14 +97,15 @@ class SpeechService:
         except LookupError:
             names = ", ".join(v["id"] for v in self.directory.voices())
             raise UnknownName(f"unknown voice {voice!r}; available: {names}") from None
-        return Speech(text, model_id, voice, conditionals, params, watermark, tuple(notes))
+        return Speech(text, model_id, voice, conditionals, params, watermark, tuple(notes), language)
 
     def pieces(self, speech: Speech, cancel: threading.Event | None = None,
                on_result: Callable[[Synthesis], None] | None = None) -> Iterator[np.ndarray]:
         """The audio of a checked request as it is made (float32, SAMPLE_RATE); closing the
         iterator stops the generation. `on_result` receives the whole result at the end."""
         events = self.pipeline.stream(speech.text, speech.conditionals, speech.params, model=speech.model,
-                                      watermark=speech.watermark, max_new_tokens=self.max_new_tokens,
+                                      language=speech.language, watermark=speech.watermark,
+                                      max_new_tokens=self.max_new_tokens,
                                       cancel=cancel, live=self.live)
         try:
             for event in events:
@@ -119,7 +121,7 @@ class SpeechService:
         """The recipe of a checked request (its seed is always known: `check` draws one)."""
         settings = {name: float(getattr(speech.params, name)) for name in CONTROLS}
         return Recipe(speech.text, speech.model, int(speech.params.seed), settings, voice=speech.voice,
-                      watermark=speech.watermark)
+                      watermark=speech.watermark, language=speech.language)
 
     def from_recipe(self, recipe: Recipe) -> Speech:
         """The request a recipe describes, checked as any other. An uploaded clip cannot travel in
@@ -128,7 +130,7 @@ class SpeechService:
             raise ValueError("this recipe used an uploaded clip (sha256 " + recipe.clip_sha256[:12] + "...): "
                              "upload the same clip in the page, or save it as a voice and name it")
         return self.check(recipe.text, recipe.model, recipe.voice or "default", recipe.settings, recipe.seed,
-                          watermark=recipe.watermark)
+                          recipe.language, watermark=recipe.watermark)
 
     def open_speech(self, request: SpeechRequest) -> SpeechStream:
         """The OpenAI endpoint's entry (see serving.openai_api.SpeechService)."""

@@ -175,10 +175,13 @@ def shared_server(config: pytest.Config, checkpoint: Path) -> AppServer:
         pytest.fail(f"the app server failed to start earlier in this session: {_start_error}")
     if _server is None:
         try:
-            from conftest import fake_turbo_checkpoint_dir
+            from conftest import fake_multilingual_checkpoint_dir, fake_turbo_checkpoint_dir
 
-            # Turbo loads on its first request only: it costs nothing to tests that do not pick it.
-            _server = start_server(checkpoint, extra_args=("--turbo-checkpoint", str(fake_turbo_checkpoint_dir())))
+            # Turbo and Multilingual load on their first request only: they cost nothing to tests
+            # that do not pick them.
+            _server = start_server(checkpoint, extra_args=(
+                "--turbo-checkpoint", str(fake_turbo_checkpoint_dir()),
+                "--multilingual-checkpoint", str(fake_multilingual_checkpoint_dir())))
         except RuntimeError as exc:
             _start_error = str(exc)
             pytest.fail(_start_error)

@@ -135,6 +135,8 @@ BAD_INPUTS = [
     pytest.param({}, "silent", r"reference clip is silent", id="silent-wav"),
     pytest.param({}, "short", r"reference clip is 0\.50 s long; at least 1 s", id="sub-second-wav"),
     pytest.param({"voice": "Nobody Here"}, None, r"no voice named 'Nobody Here'", id="unknown-voice-name"),
+    pytest.param({"model_choice": "Multilingual (Chatterbox, 23 languages)", "language": "xx"}, None,
+                 r"xx.*not in the list of choices|unsupported language 'xx'", id="unknown-language"),
 ]
 
 
@@ -163,9 +165,9 @@ def test_new_inputs_come_last_so_positional_calls_keep_working(client):
     names = [p["parameter_name"] for p in params]
     assert names == ["text", "reference", "exaggeration", "cfg_weight", "temperature", "min_p", "top_p",
                      "repetition_penalty", "top_k", "seed", "watermark", "model_choice", "norm_loudness",
-                     "normalize", "voice"]
-    defaults = {p["parameter_name"]: p.get("parameter_default") for p in params[-3:]}
-    assert defaults == {"norm_loudness": True, "normalize": True, "voice": ""}
+                     "normalize", "voice", "language"]
+    defaults = {p["parameter_name"]: p.get("parameter_default") for p in params[-4:]}
+    assert defaults == {"norm_loudness": True, "normalize": True, "voice": "", "language": "en"}
 
 
 @pytest.mark.slow

@@ -497,3 +497,52 @@ def test_voice_conversion_of_a_long_source_has_no_audible_join(ui, tmp_path):
 @pytest.mark.heavy
 def test_voice_conversion_of_a_three_minute_source_has_no_audible_join(ui, tmp_path):
     _convert_long_source_in_browser(ui, tmp_path, VC_LONG_S)
+
+
+# --- Multilingual: language picker, example text, per-language notes ------------------------------
+
+def test_multilingual_speaks_japanese_and_shows_each_languages_notes(ui, app):
+    import importlib.util
+
+    from models.multilingual.languages import LANGUAGES
+    from models.multilingual.text import HEBREW_NOTE
+    from models.registry import MODELS
+
+    page = ui.page
+    language, note, box = page.locator("#language"), page.locator("#language-note"), page.locator("#text textarea")
+    expect(language).to_be_hidden()  # English takes no language
+    page.locator("#model input").click()
+    page.get_by_role("option").filter(has_text=MODELS["multilingual"].label).click()
+    expect(language).to_be_visible()
+    expect(note).to_contain_text("accent")
+    expect(note).to_contain_text("CFG")
+
+    def choose(name: str) -> None:
+        page.locator("#language input").click()
+        page.get_by_role("option").filter(has_text=name).click()
+
+    choose("Japanese")
+    expect(box).to_have_value(LANGUAGES["ja"].example)
+    src = _generate_and_wait(ui)  # the built-in voice
+    notes = page.locator("#notes").inner_text()
+    wav = check_generated_audio(bytes(page.evaluate(FETCH_BYTES_JS, src)), notes, app.max_new_tokens)
+    playback = page.evaluate(PLAY_JS, [src, UI_MS])
+    assert playback["loaded"] == "loadedmetadata" and playback["error"] is None, playback
+    assert playback["duration"] == pytest.approx(len(wav) / OUTPUT_SR, abs=0.01), playback
+    assert playback["played"] == "ended", playback
+
+    # A language whose front-end step cannot run here says so when it is chosen.
+    choose("Hebrew")
+    expect(box).to_have_value(LANGUAGES["he"].example)
+    expect(note).to_contain_text(HEBREW_NOTE)
+    choose("Chinese")
+    expect(box).to_have_value(LANGUAGES["zh"].example)
+    if importlib.util.find_spec("spacy_pkuseg") is None:  # not installed (requirements leave it out)
+        expect(note).to_contain_text("Chinese: no word segmentation")
+
+    # Back on a one-language model the picker and its note go.
+    page.locator("#model input").click()
+    page.get_by_role("option").filter(has_text=MODELS["english"].label).click()
+    expect(language).to_be_hidden()
+    expect(note).to_be_hidden()
+    assert ui.js_errors == []

@@ -96,6 +96,9 @@ def test_models_and_voices_are_listed(client):
     (dict(model="english", voice="default", input="Hi.", temperature=99.0), 400, "temperature"),
     (dict(model="english", voice="default", input="   "), 400, "empty"),
     (dict(model="english", voice="default", input="Hi.", colour="red"), 400, "unknown field"),
+    (dict(model="multilingual", voice="default", input="Hi.", language="xx"), 400, "unsupported language 'xx'"),
+    (dict(model="multilingual", voice="default", input="Hi."), 400, "needs a language"),
+    (dict(model="english", voice="default", input="Bonjour.", language="fr"), 400, "speaks en, not 'fr'"),
 ])
 def test_bad_requests_get_openai_errors(client, body, status, words):
     known = {k: v for k, v in body.items() if k in OPENAI_FIELDS}

@@ -110,13 +110,15 @@ def test_unknown_model_is_a_clear_error(pool):
 
 
 def test_registry_entries():
-    assert set(MODELS) == {"english", "german", "turbo"}
+    assert set(MODELS) == {"english", "german", "turbo", "multilingual"}
     for e in MODELS.values():
         assert entry_by_label(e.label) is e and model_entry(e.id) is e
         assert set(e.controls) <= set(CONTROLS)
-    for e in (MODELS["english"], MODELS["german"]):
-        # English and German share every component but T3 (Turbo shares none: tests/test_turbo_pipeline.py).
+    for e in (MODELS["english"], MODELS["german"], MODELS["multilingual"]):
+        # English and German share every component but T3, Multilingual the voice encoder, S3Gen and
+        # built-in voice (Turbo shares none: tests/test_turbo_pipeline.py).
         assert e.s3gen == MODELS["english"].s3gen and e.voice_encoder == MODELS["english"].voice_encoder
+        assert e.builtin_voice == MODELS["english"].builtin_voice
     german = MODELS["german"]
     assert german.gated and not MODELS["english"].gated
     assert (german.recommended.temperature, german.recommended.cfg_weight) == (0.6, 0.3)

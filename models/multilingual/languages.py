@@ -22,7 +22,7 @@ class Language:
     name: str               # display name, in English
     native_name: str        # the name in the language itself
     script: str             # key of SCRIPT_CHARS_PER_SECOND
-    example: str            # one example sentence for the UI
+    example: str            # a short example sentence for the UI (our own: a walk in the park)
 
 
 # Characters of read speech per second, per script (see the module docstring).
@@ -39,59 +39,37 @@ SCRIPT_CHARS_PER_SECOND: dict[str, float] = {
 }
 
 LANGUAGES: dict[str, Language] = {lang.id: lang for lang in (
-    Language("ar", "Arabic", "العربية", "arabic",
-             "في الشهر الماضي، وصلنا إلى معلم جديد بمليارين من المشاهدات على قناتنا على يوتيوب."),
-    Language("da", "Danish", "Dansk", "latin",
-             "Sidste måned nåede vi en ny milepæl med to milliarder visninger på vores YouTube-kanal."),
+    Language("ar", "Arabic", "العربية", "arabic", "الطقس جميل اليوم، فلنذهب في نزهة إلى الحديقة."),
+    Language("da", "Danish", "Dansk", "latin", "Vejret er dejligt i dag, så lad os gå en tur i parken."),
     Language("de", "German", "Deutsch", "latin",
-             "Letzten Monat haben wir einen neuen Meilenstein erreicht: zwei Milliarden Aufrufe auf unserem "
-             "YouTube-Kanal."),
-    Language("el", "Greek", "Ελληνικά", "greek",
-             "Τον περασμένο μήνα, φτάσαμε σε ένα νέο ορόσημο με δύο δισεκατομμύρια προβολές στο κανάλι μας "
-             "στο YouTube."),
-    Language("en", "English", "English", "latin",
-             "Last month, we reached a new milestone with two billion views on our YouTube channel."),
+             "Das Wetter ist heute herrlich, also lass uns im Park spazieren gehen."),
+    Language("el", "Greek", "Ελληνικά", "greek", "Ο καιρός είναι υπέροχος σήμερα, ας πάμε μια βόλτα στο πάρκο."),
+    Language("en", "English", "English", "latin", "The weather is lovely today, so let's take a walk in the park."),
     Language("es", "Spanish", "Español", "latin",
-             "El mes pasado alcanzamos un nuevo hito: dos mil millones de visualizaciones en nuestro canal de "
-             "YouTube."),
-    Language("fi", "Finnish", "Suomi", "latin",
-             "Viime kuussa saavutimme uuden virstanpylvään: kaksi miljardia katselukertaa YouTube-kanavallamme."),
+             "Hoy hace un tiempo estupendo, así que vamos a dar un paseo por el parque."),
+    Language("fi", "Finnish", "Suomi", "latin", "Tänään on ihana sää, joten lähdetään kävelylle puistoon."),
     Language("fr", "French", "Français", "latin",
-             "Le mois dernier, nous avons atteint un nouveau jalon avec deux milliards de vues sur notre chaîne "
-             "YouTube."),
-    Language("he", "Hebrew", "עברית", "hebrew",
-             "בחודש שעבר הגענו לאבן דרך חדשה עם שני מיליארד צפיות בערוץ היוטיוב שלנו."),
-    Language("hi", "Hindi", "हिन्दी", "devanagari",
-             "पिछले महीने हमने एक नया मील का पत्थर छुआ: हमारे YouTube चैनल पर दो अरब व्यूज़।"),
+             "Il fait un temps magnifique aujourd'hui, allons nous promener dans le parc."),
+    Language("he", "Hebrew", "עברית", "hebrew", "מזג האוויר נפלא היום, בואו נצא לטיול בפארק."),
+    Language("hi", "Hindi", "हिन्दी", "devanagari", "आज मौसम बहुत सुहाना है, चलो पार्क में टहलने चलते हैं।"),
     Language("it", "Italian", "Italiano", "latin",
-             "Il mese scorso abbiamo raggiunto un nuovo traguardo: due miliardi di visualizzazioni sul nostro "
-             "canale YouTube."),
-    Language("ja", "Japanese", "日本語", "japanese",
-             "先月、私たちのYouTubeチャンネルで二十億回の再生回数という新たな節目に達しました。"),
-    Language("ko", "Korean", "한국어", "hangul",
-             "지난달 우리는 유튜브 채널에서 이십억 조회수라는 새로운 이정표에 도달했습니다."),
+             "Oggi il tempo è splendido, andiamo a fare una passeggiata nel parco."),
+    Language("ja", "Japanese", "日本語", "japanese", "今日はとても良い天気なので、公園を散歩しましょう。"),
+    Language("ko", "Korean", "한국어", "hangul", "오늘 날씨가 정말 좋네요. 공원에 산책하러 가요."),
     Language("ms", "Malay", "Bahasa Melayu", "latin",
-             "Bulan lepas, kami mencapai pencapaian baharu dengan dua bilion tontonan di saluran YouTube kami."),
+             "Cuaca sangat baik hari ini, jadi mari kita bersiar-siar di taman."),
     Language("nl", "Dutch", "Nederlands", "latin",
-             "Vorige maand bereikten we een nieuwe mijlpaal met twee miljard weergaven op ons YouTube-kanaal."),
-    Language("no", "Norwegian", "Norsk", "latin",
-             "Forrige måned nådde vi en ny milepæl med to milliarder visninger på YouTube-kanalen vår."),
-    Language("pl", "Polish", "Polski", "latin",
-             "W zeszłym miesiącu osiągnęliśmy nowy kamień milowy: dwa miliardy wyświetleń na naszym kanale "
-             "YouTube."),
+             "Het is heerlijk weer vandaag, dus laten we een wandeling maken in het park."),
+    Language("no", "Norwegian", "Norsk", "latin", "Været er nydelig i dag, så la oss gå en tur i parken."),
+    Language("pl", "Polish", "Polski", "latin", "Dziś jest piękna pogoda, więc chodźmy na spacer do parku."),
     Language("pt", "Portuguese", "Português", "latin",
-             "No mês passado, alcançámos um novo marco: dois mil milhões de visualizações no nosso canal do "
-             "YouTube."),
-    Language("ru", "Russian", "Русский", "cyrillic",
-             "В прошлом месяце мы достигли нового рубежа: два миллиарда просмотров на нашем YouTube-канале."),
-    Language("sv", "Swedish", "Svenska", "latin",
-             "Förra månaden nådde vi en ny milstolpe med två miljarder visningar på vår YouTube-kanal."),
+             "Hoje está um dia lindo, por isso vamos dar um passeio no parque."),
+    Language("ru", "Russian", "Русский", "cyrillic", "Сегодня прекрасная погода, давайте погуляем в парке."),
+    Language("sv", "Swedish", "Svenska", "latin", "Vädret är underbart i dag, så vi tar en promenad i parken."),
     Language("sw", "Swahili", "Kiswahili", "latin",
-             "Mwezi uliopita, tulifika hatua mpya ya maoni bilioni mbili kwenye kituo chetu cha YouTube."),
-    Language("tr", "Turkish", "Türkçe", "latin",
-             "Geçen ay YouTube kanalımızda iki milyar görüntüleme ile yeni bir dönüm noktasına ulaştık."),
-    Language("zh", "Chinese", "中文", "han",
-             "上个月，我们达到了一个新的里程碑。我们的YouTube频道观看次数达到了二十亿次！"),
+             "Hali ya hewa ni nzuri leo, kwa hivyo twende tukatembee bustanini."),
+    Language("tr", "Turkish", "Türkçe", "latin", "Bugün hava çok güzel, hadi parkta yürüyüşe çıkalım."),
+    Language("zh", "Chinese", "中文", "han", "今天天气很好，我们去公园散步吧。"),
 )}
 
 LANGUAGE_IDS: tuple[str, ...] = tuple(LANGUAGES)
@@ -116,6 +94,18 @@ def get_language(language_id: str) -> Language:
     if key not in LANGUAGES:
         raise ValueError(f"unsupported language {language_id!r}; choose one of: {', '.join(LANGUAGE_IDS)}")
     return LANGUAGES[key]
+
+
+def language_id(value: str) -> str:
+    """The id of a language given by id, English name or native name, in any case ("ja",
+    "Japanese", "日本語" -> "ja"); ValueError naming the 23 ids otherwise."""
+    if isinstance(value, str):
+        key = value.strip().casefold()
+        for lang in LANGUAGES.values():
+            if key in (lang.id, lang.name.casefold(), lang.native_name.casefold()):
+                return lang.id
+    raise ValueError(f"unsupported language {value!r}; choose one of: {', '.join(LANGUAGE_IDS)} "
+                     f"(or their English names)")
 
 
 def chars_per_second(language_id: str) -> float:

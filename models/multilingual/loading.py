@@ -16,17 +16,17 @@ from pathlib import Path
 
 import torch
 
-from .. import loading
-from ..loading import CheckpointError, load_strict
+from .. import loading, registry
+from ..loading import CheckpointError
 from .text import MultilingualTokenizer
 
-REPO_ID = loading.BASE_REPO_ID
-VE_FILE = "ve.pt"
-S3GEN_FILE = "s3gen.pt"
-T3_FILE = "t3_mtl23ls_v2.safetensors"
-TOKENIZER_FILE = "grapheme_mtl_merged_expanded_v1.json"
-CANGJIE_FILE = "Cangjie5_TC.json"
-CONDS_FILE = "conds.pt"
+REPO_ID = registry.BASE_REPO_ID
+VE_FILE = registry.VE_PICKLE
+S3GEN_FILE = registry.S3GEN_PICKLE
+T3_FILE = registry.MULTILINGUAL_T3_FILE
+TOKENIZER_FILE = registry.MULTILINGUAL_TOKENIZER_FILE
+CANGJIE_FILE = registry.CANGJIE_FILE
+CONDS_FILE = registry.CONDS_FILE
 FILES = (VE_FILE, T3_FILE, S3GEN_FILE, TOKENIZER_FILE, CONDS_FILE, CANGJIE_FILE)
 TEXT_VOCAB_SIZE = 2454  # text_emb rows of t3_mtl23ls_v2
 
@@ -61,21 +61,13 @@ def read_pt_state(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_voice_encoder(ckpt_dir: str | Path, device: str | torch.device = "cpu"):
-    from ..voice_encoder import VoiceEncoder, VoiceEncoderConfig
-
-    model = loading._built_without_init(lambda: VoiceEncoder(VoiceEncoderConfig()))
-    load_strict(model, read_pt_state(Path(ckpt_dir) / VE_FILE), VE_FILE)
-    return model.to(device).eval()
+    """The voice encoder from ve.pt (strict; models/loading.py reads the pickle with `read_pt_state`)."""
+    return loading.load_voice_encoder(Path(ckpt_dir) / VE_FILE, device)
 
 
 def load_s3gen(ckpt_dir: str | Path, device: str | torch.device = "cpu"):
     """S3Gen from s3gen.pt, strict: the speech tokenizer's mel filters and window included."""
-    from ..s3gen.s3gen import S3Gen
-
-    model = loading._built_without_init(S3Gen)
-    load_strict(model, read_pt_state(Path(ckpt_dir) / S3GEN_FILE), S3GEN_FILE)
-    model.fold_weight_norm()
-    return model.to(device).eval()
+    return loading.load_s3gen(Path(ckpt_dir) / S3GEN_FILE, device)
 
 
 def load_t3(ckpt_dir: str | Path, device: str | torch.device = "cpu", options=None):
