@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gradio as gr
@@ -109,6 +109,9 @@ class Integrations:
             checked = [self.service.check(i.text, model, i.voice or voice, {}, i.seed) for i in items]
         except (ValueError, LookupError) as exc:
             raise gr.Error(str(exc.args[0] if exc.args else exc)) from exc
+        # Each line carries the seed it is made with (drawn by `check` when none was given), so the
+        # manifest names it for a line that fails too.
+        items = [replace(item, seed=speech.params.seed) for item, speech in zip(items, checked)]
         by_line = {item.line: speech for item, speech in zip(items, checked)}
 
         def synthesize(item: BatchItem) -> BatchResult:

@@ -237,13 +237,14 @@ def recipe_loader(form: Form, demo: gr.Blocks | None) -> None:
     message = gr.Markdown(elem_id="recipe-message")
 
     def from_file(path):
-        return form.restore(lambda: read_recipe_file(path) if path else None, "the file")
+        # The box is emptied again, ready for the next file; the message says what this one did.
+        return [*form.restore(lambda: read_recipe_file(path) if path else None, "the file"), None]
 
     def from_link(request: gr.Request):
         token = dict(getattr(request, "query_params", None) or {}).get("recipe") if request else None
         return form.restore(lambda: Recipe.from_link_param(token) if token else None, "the link")
 
-    upload.upload(from_file, upload, [*form.outputs(), message], queue=False, api_visibility="private")
+    upload.upload(from_file, upload, [*form.outputs(), message, upload], queue=False, api_visibility="private")
     if demo is not None:
         demo.load(from_link, None, [*form.outputs(), message], queue=False, api_visibility="private")
 

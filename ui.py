@@ -172,7 +172,7 @@ def generation_tab(handlers: Handlers, examples: list[list], live_visible: bool,
             controls = {name: _slider(name, first) for name in MAIN_CONTROLS}
             with gr.Accordion("Advanced options", open=False):
                 controls.update({name: _slider(name, first) for name in CONTROLS if name not in MAIN_CONTROLS})
-                seed = gr.Number(value=0, precision=0, label="Seed (0 = random)")
+                seed = gr.Number(value=0, precision=0, label="Seed (0 = random)", elem_id="seed")
                 watermark = gr.Checkbox(value=True, label="Perth watermark (imperceptible)")
                 loudness = gr.Checkbox(value=True, label="Normalise the reference's loudness (-27 LUFS)",
                                        elem_id="norm-loudness", visible=first.loudness_toggle)
