@@ -24,6 +24,7 @@ import gradio as gr
 import numpy as np
 import spaces
 
+import recipe_ui
 import ui
 from integrations import Integrations, LibraryVoices
 from models import loading
@@ -167,7 +168,8 @@ def _params(model_choice: str, seed, controls: dict, language: str | None = None
 def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_p, repetition_penalty, top_k,
              seed, watermark, model_choice, norm_loudness=True, normalize=True, voice=None, language=None,
              request: gr.Request = None):
-    """Stream (live audio, full audio, seed used, similarity, notes, progress) as generation goes.
+    """Stream (live audio, full audio, seed used, similarity, notes, progress, recipe file, share link)
+    as generation goes.
 
     `voice` names a listed voice (built-in, example or saved); an uploaded `reference` wins.
     `language` (an id such as "ja", or a name) is what a multilingual model speaks."""
@@ -197,7 +199,8 @@ def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_
                 elif event.audio.size:
                     done = event.chunk + event.chunk_done
                     piece = (SAMPLE_RATE, _pcm16(event.audio)) if CAN_STREAM else skip
-                    yield piece, skip, skip, skip, skip, ui.progress_html(done, event.n_chunks, started)
+                    progress = ui.progress_html(done, event.n_chunks, started)
+                    yield piece, skip, skip, skip, skip, progress, skip, skip
     except (ValueError, Busy, loading.WeightsUnavailable, loading.CheckpointError) as exc:
         raise gr.Error(str(exc)) from exc
     except Exception as exc:  # keep serving; the log has the traceback
@@ -210,10 +213,13 @@ def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_
     similarity = (round(SIMILARITY.score(clip.wav, REF_SR, result.wav, result.sample_rate), 3)
                   if clip and len(result.wav) else None)
     full = (result.sample_rate, _pcm16(result.wav)) if len(result.wav) else None
+    recipe = recipe_ui.recipe_of(text, model, params, result.seed, voice, clip, bool(watermark),
+                                 bool(norm_loudness), bool(normalize), language)
     yield (skip, full, result.seed, similarity,
            ui.result_notes(result, clip, similarity, PIPELINE.watermarker, voice),
            ui.progress_html(result.n_chunks, result.n_chunks, started)
-           if not result.stopped else "<div>stopped: the audio made so far is kept</div>")
+           if not result.stopped else "<div>stopped: the audio made so far is kept</div>",
+           *recipe_ui.result_outputs(recipe, request))
 
 
 ADMISSION = Admission(max(1, ARGS.concurrency), max(0, ARGS.max_queue))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gradio as gr
@@ -60,15 +60,18 @@ class Integrations:
     # --- functions that Gradio serves (API and MCP tools) ---------------------------------
 
     def speak(self, text: str, voice: str = DEFAULT_VOICE, model: str = "english", seed: int = 0,
-              response_format: str = "wav") -> str:
+              response_format: str = "wav", language: str | None = None) -> str:
         """Speak text in a voice and return the audio file.
 
         Args:
             text: what to say (up to 12,000 characters; long text is spoken sentence by sentence).
             voice: a voice id from list_voices ("default" is the model's built-in voice).
-            model: a model id: "english" (Chatterbox) or "german" (Kartoffelbox).
+            model: a model id from list_models: "english" (Chatterbox), "german" (Kartoffelbox),
+                "turbo" (Chatterbox-Turbo) or "multilingual" (23 languages; needs `language`).
             seed: 0 draws a random seed; any other value reproduces a result.
             response_format: wav, flac, mp3 or opus.
+            language: for "multilingual": a language id ("ja", "fr", "zh", ...) or its English name
+                ("Japanese"); other models speak their own language (leave it empty).
         Returns:
             The path of the audio file (24 kHz mono).
         """
@@ -76,7 +79,7 @@ class Integrations:
             raise gr.Error(f"response_format must be one of {', '.join(DOWNLOAD_FORMATS)}")
         try:
             with self.admission.slot():
-                speech = self.service.check(text, model, voice, {}, int(seed) or None)
+                speech = self.service.check(text, model, voice, {}, int(seed) or None, language or None)
                 results = []
                 pieces = list(self.service.pieces(speech, on_result=results.append))
         except Busy as exc:
@@ -99,16 +102,21 @@ class Integrations:
         return json.dumps(self.service.model_ids())
 
     def batch(self, upload: str | None, model: str, voice: str, response_format: str,
-              progress=gr.Progress()) -> tuple[str, str]:
+              language: str | None = None, progress=gr.Progress()) -> tuple[str, str]:
         """Turn many lines into audio files: a .txt (one text per line) or a .csv (columns text,
-        voice, seed, file) -> a zip of audio files and manifest.csv, with progress."""
+        voice, seed, file) -> a zip of audio files and manifest.csv, with progress. `language`:
+        what the "multilingual" model speaks (an id or English name)."""
         if not upload:
             raise gr.Error("upload a .txt (one text per line) or a .csv (text, voice, seed, file)")
         try:
             items = parse_batch(Path(upload).read_bytes(), Path(upload).name)
-            checked = [self.service.check(i.text, model, i.voice or voice, {}, i.seed) for i in items]
+            checked = [self.service.check(i.text, model, i.voice or voice, {}, i.seed, language or None)
+                       for i in items]
         except (ValueError, LookupError) as exc:
             raise gr.Error(str(exc.args[0] if exc.args else exc)) from exc
+        # Each line carries the seed it is made with (drawn by `check` when none was given), so the
+        # manifest names it for a line that fails too.
+        items = [replace(item, seed=speech.params.seed) for item, speech in zip(items, checked)]
         by_line = {item.line: speech for item, speech in zip(items, checked)}
 
         def synthesize(item: BatchItem) -> BatchResult:
@@ -146,10 +154,12 @@ class Integrations:
                 voice = gr.Dropdown([v["id"] for v in self.service.voices()], value=DEFAULT_VOICE,
                                     label="Voice (for lines without one)", allow_custom_value=True)
                 fmt = gr.Dropdown(list(DOWNLOAD_FORMATS), value="wav", label="Format")
+                # An initial value makes it optional for API and MCP callers.
+                language = gr.Textbox("", label="Language (Multilingual only: an id such as ja, or a name)")
                 run = gr.Button("Make the files", variant="primary", elem_id="batch-run")
         archive = gr.File(label="Zip of the audio files and manifest.csv", elem_id="batch-zip")
         log = gr.Markdown(elem_id="batch-log")
-        run.click(self.batch, [upload, model, voice, fmt], [archive, log], api_name="batch")
+        run.click(self.batch, [upload, model, voice, fmt, language], [archive, log], api_name="batch")
         with gr.Accordion("Tools for programs and agents (MCP)", open=False):
             text = gr.Textbox(label="text")
             seed = gr.Number(0, precision=0, label="seed")
@@ -159,7 +169,7 @@ class Integrations:
                 speak_btn = gr.Button("speak")
                 voices_btn = gr.Button("list voices")
                 models_btn = gr.Button("list models")
-            speak_btn.click(self.speak, [text, voice, model, seed, fmt], speak_out, api_name="speak")
+            speak_btn.click(self.speak, [text, voice, model, seed, fmt, language], speak_out, api_name="speak")
             voices_btn.click(self.list_voices, None, listing, api_name="list_voices")
             models_btn.click(self.list_models, None, listing, api_name="list_models")
 

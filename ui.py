@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 import gradio as gr
 
+import recipe_ui
 from models.constants import CHUNK_CHARS, MAX_TEXT_CHARS
 from models.multilingual.languages import ACCENT_NOTE, LANGUAGES, dropdown_choices
 from models.params import CONTROLS
@@ -180,8 +181,10 @@ def _slider(name: str, entry: ModelEntry) -> gr.Slider:
                      elem_id=name, visible=name in entry.controls)
 
 
-def generation_tab(handlers: Handlers, examples: list[list], live_visible: bool) -> gr.Dropdown:
-    """The text-to-speech tab; returns its saved-voice picker (refreshed by `build_demo`)."""
+def generation_tab(handlers: Handlers, examples: list[list], live_visible: bool,
+                   demo: gr.Blocks | None = None) -> gr.Dropdown:
+    """The text-to-speech tab; returns its saved-voice picker (refreshed by `build_demo`). With `demo`,
+    a `?recipe=` link restores the form when the page opens."""
     first = next(iter(MODELS.values()))
     tools = handlers.tools
     with gr.Row():
@@ -209,13 +212,18 @@ def generation_tab(handlers: Handlers, examples: list[list], live_visible: bool)
             controls = {name: _slider(name, first) for name in MAIN_CONTROLS}
             with gr.Accordion("Advanced options", open=False):
                 controls.update({name: _slider(name, first) for name in CONTROLS if name not in MAIN_CONTROLS})
-                seed = gr.Number(value=0, precision=0, label="Seed (0 = random)")
+                seed = gr.Number(value=0, precision=0, label="Seed (0 = random)", elem_id="seed")
                 watermark = gr.Checkbox(value=True, label="Perth watermark (imperceptible)")
                 loudness = gr.Checkbox(value=True, label="Normalise the reference's loudness (-27 LUFS)",
                                        elem_id="norm-loudness", visible=first.loudness_toggle)
             with gr.Row():
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
                 stop = gr.Button("Stop", variant="stop", elem_id="stop")
+            sliders = [controls[name] for name in CONTROLS]
+            form = recipe_ui.Form(text, model, voice, reference, sliders, seed, watermark, loudness, normalize,
+                                  [note, *tag_groups], control_updates, lambda: voice_choices(tools),
+                                  tools.voice_names, language)
+            recipe_ui.recipe_loader(form, demo)
         with gr.Column():
             # No download button: a streamed player has no file behind it (the full audio has one).
             live = gr.Audio(label="Live playback (starts while the rest is generated)", streaming=True,
@@ -228,10 +236,11 @@ def generation_tab(handlers: Handlers, examples: list[list], live_visible: bool)
             similarity = gr.Number(label="Speaker similarity", interactive=False, elem_id="similarity",
                                    visible=False)
             notes = gr.Markdown(elem_id="notes")
+            recipe_file, share_link = recipe_ui.result_downloads(audio)
     gr.Examples(examples, inputs=[text, reference])
-    sliders = [controls[name] for name in CONTROLS]
     text.change(count_chars, text, counter, queue=False, api_visibility="private")
-    model.change(control_updates, model, sliders + [note, *tag_groups, loudness], queue=False,
+    # .input (the user's pick), not .change: a loaded recipe sets the model and its own slider values.
+    model.input(control_updates, model, sliders + [note, *tag_groups, loudness], queue=False,
                  api_visibility="private")
     model.change(lambda label, lang: language_updates(label, lang, handlers.language_notes), [model, language],
                  [language, language_info], api_visibility="private")
@@ -246,7 +255,8 @@ def generation_tab(handlers: Handlers, examples: list[list], live_visible: bool)
     # New inputs go at the end, so positional API calls made before them keep working.
     button.click(handlers.generate,
                  [text, reference, *sliders, seed, watermark, model, loudness, normalize, voice, language],
-                 [live, audio, seed_used, similarity, notes, progress], api_name="generate").then(
+                 [live, audio, seed_used, similarity, notes, progress, recipe_file, share_link],
+                 api_name="generate").then(
         lambda seed, sim: (gr.update(visible=seed is not None), gr.update(visible=sim is not None)),
         [seed_used, similarity], [seed_used, similarity], queue=False, api_visibility="private")
     stop.click(handlers.stop, None, None, queue=False, api_name="stop")
@@ -261,7 +271,7 @@ def build_demo(handlers: Handlers, weights_note: str, examples: list[list], live
                     "seconds of speech, or pick a saved one), and hear it spoken in that voice.")
         gr.Markdown(weights_note, elem_id="weights-note")
         with gr.Tab("Text to speech"):
-            voice = generation_tab(handlers, examples, live_visible)
+            voice = generation_tab(handlers, examples, live_visible, demo)
         _, _, message = build_voice_tabs(handlers.tools, demo)
         for title, build in (extra_tabs or {}).items():
             with gr.Tab(title):

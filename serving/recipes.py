@@ -2,7 +2,7 @@
 
 A recipe names the text, the model, the voice (a named voice, or the SHA-256 of an uploaded
 clip, which cannot travel in a link), every generation setting, the seed and the project
-version. The same recipe on the same machine type gives the same samples, because the seed
+version, and the options (watermark, text normalisation, reference loudness). The same recipe on the same machine type gives the same samples, because the seed
 fixes every random draw. In a link it is compact JSON, zlib-compressed and base64url-encoded
 in the `recipe` query parameter.
 """
@@ -34,6 +34,8 @@ class Recipe:
     voice: str | None = None          # built-in, example or saved voice id
     clip_sha256: str | None = None    # uploaded clip (hex digest of its decoded samples)
     watermark: bool = True
+    normalize: bool = True            # numbers, amounts and symbols read as words
+    norm_loudness: bool = True        # the reference clip normalised to -27 LUFS (Turbo)
     version: str = PROJECT_VERSION
     language: str | None = None       # what a multilingual model speaks (an id, e.g. "ja")
 
@@ -54,8 +56,9 @@ class Recipe:
             raise ValueError("recipe: 'clip_sha256' must be 64 lower-case hex digits")
         if self.voice is not None and self.clip_sha256 is not None:
             raise ValueError("recipe: give 'voice' or 'clip_sha256', not both")
-        if not isinstance(self.watermark, bool):
-            raise ValueError("recipe: 'watermark' must be true or false")
+        for name in ("watermark", "normalize", "norm_loudness"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"recipe: {name!r} must be true or false")
         if self.language is not None and not isinstance(self.language, str):
             raise ValueError("recipe: 'language' must be a language id")
 

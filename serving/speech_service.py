@@ -49,6 +49,7 @@ class Speech:
     watermark: bool = True
     notes: tuple[str, ...] = ()
     language: str | None = None   # the language id a multilingual model speaks (None: the model's own)
+    normalize: bool = True          # numbers, amounts and symbols read as words
 
 
 class SpeechService:
@@ -66,7 +67,8 @@ class SpeechService:
         return self.directory.voices()
 
     def check(self, text: str, model: str, voice: str, settings: dict[str, float | None],
-              seed: int | None, language: str | None = None, watermark: bool = True) -> Speech:
+              seed: int | None, language: str | None = None, watermark: bool = True,
+              normalize: bool = True) -> Speech:
         """Raise UnknownName (404), TextTooLong (413), ValueError (400) or Unavailable (503); else
         the request with its params: the model's honoured controls as given, the rest at its
         recommended values, and a drawn seed when none was given."""
@@ -97,7 +99,8 @@ class SpeechService:
         except LookupError:
             names = ", ".join(v["id"] for v in self.directory.voices())
             raise UnknownName(f"unknown voice {voice!r}; available: {names}") from None
-        return Speech(text, model_id, voice, conditionals, params, watermark, tuple(notes), language)
+        return Speech(text, model_id, voice, conditionals, params, watermark, tuple(notes), language,
+                      normalize)
 
     def pieces(self, speech: Speech, cancel: threading.Event | None = None,
                on_result: Callable[[Synthesis], None] | None = None) -> Iterator[np.ndarray]:
@@ -106,7 +109,7 @@ class SpeechService:
         events = self.pipeline.stream(speech.text, speech.conditionals, speech.params, model=speech.model,
                                       language=speech.language, watermark=speech.watermark,
                                       max_new_tokens=self.max_new_tokens,
-                                      cancel=cancel, live=self.live)
+                                      cancel=cancel, live=self.live, normalize=speech.normalize)
         try:
             for event in events:
                 if event.result is not None:
@@ -121,16 +124,23 @@ class SpeechService:
         """The recipe of a checked request (its seed is always known: `check` draws one)."""
         settings = {name: float(getattr(speech.params, name)) for name in CONTROLS}
         return Recipe(speech.text, speech.model, int(speech.params.seed), settings, voice=speech.voice,
-                      watermark=speech.watermark, language=speech.language)
+                      watermark=speech.watermark, language=speech.language, normalize=speech.normalize)
 
     def from_recipe(self, recipe: Recipe) -> Speech:
         """The request a recipe describes, checked as any other. An uploaded clip cannot travel in
-        a recipe: such a recipe raises ValueError asking for a named voice."""
+        a recipe: such a recipe raises ValueError asking for a named voice. Named voices are
+        prepared with the reference's loudness normalised, so a recipe that turned it off for a
+        model with that option raises ValueError too (the page replays it)."""
         if recipe.clip_sha256 is not None:
             raise ValueError("this recipe used an uploaded clip (sha256 " + recipe.clip_sha256[:12] + "...): "
                              "upload the same clip in the page, or save it as a voice and name it")
-        return self.check(recipe.text, recipe.model, recipe.voice or "default", recipe.settings, recipe.seed,
-                          recipe.language, watermark=recipe.watermark)
+        voice = recipe.voice or "default"
+        entry = MODELS.get(recipe.model)
+        if not recipe.norm_loudness and entry is not None and entry.loudness_toggle and voice != "default":
+            raise ValueError("this recipe turned off the reference's loudness normalisation, which named voices "
+                             "here always have: load it in the page instead")
+        return self.check(recipe.text, recipe.model, voice, recipe.settings, recipe.seed,
+                          recipe.language, watermark=recipe.watermark, normalize=recipe.normalize)
 
     def open_speech(self, request: SpeechRequest) -> SpeechStream:
         """The OpenAI endpoint's entry (see serving.openai_api.SpeechService)."""

@@ -20,6 +20,7 @@ from gradio_client.exceptions import AppError
 
 from app_server import VOICES, AppServer, check_generated_audio, http_status, shared_server
 from models.tts import MAX_TEXT_CHARS
+from serving.recipes import Recipe
 
 SEED = 1234
 VOICE = VOICES / "aishell_s0764_a.wav"
@@ -50,6 +51,8 @@ class Generated:
     seed: int
     similarity: float | None
     notes: str                  # markdown
+    recipe: Recipe              # from the returned recipe file
+    link: str                   # the share link
 
 
 def generate(client: Client, reference: Path | None, **overrides) -> Generated:
@@ -61,7 +64,10 @@ def generate(client: Client, reference: Path | None, **overrides) -> Generated:
     by_label = {r["label"]: v for r, v in zip(returns, values)}
     notes = [v for r, v in zip(returns, values) if r["component"] == "Markdown"]
     assert len(notes) == 1, f"expected one Markdown output, got {returns}"
-    return Generated(by_label[FULL_AUDIO_LABEL], by_label["Seed used"], by_label["Speaker similarity"], notes[0])
+    starting = lambda prefix: next(v for label, v in by_label.items() if label.startswith(prefix))  # noqa: E731
+    recipe = Recipe.from_json(Path(starting("Recipe")).read_bytes())
+    return Generated(by_label[FULL_AUDIO_LABEL], by_label["Seed used"], by_label["Speaker similarity"], notes[0],
+                     recipe, starting("Share link"))
 
 
 def _voice(rate: int, channels: int) -> tuple[np.ndarray, int]:
@@ -107,6 +113,17 @@ def test_generate_returns_audio_and_seed(first_result, app):
     assert isinstance(out.similarity, float) and -1.0 <= out.similarity <= 1.0
     assert f"**{out.similarity:.3f}**" in out.notes and "similarity" in out.notes.lower()
     assert "Reference: 4.2 s, 16000 Hz, mono" in out.notes
+    # Its recipe: the text, model, every setting and seed, and the uploaded clip by the hash of its samples.
+    from models.params import CONTROLS
+    from models.reference import load_reference
+    from recipe_ui import clip_sha256
+
+    recipe = out.recipe
+    assert (recipe.text, recipe.model, recipe.seed, recipe.voice) == (DEFAULTS["text"], "english", SEED, None)
+    assert recipe.clip_sha256 == clip_sha256(load_reference(str(VOICE)))
+    sent = {name: DEFAULTS[name] for name in CONTROLS if name != "top_k"}
+    assert recipe.settings == {**sent, "top_k": 1000}  # English does not read top_k: its recommended value
+    assert out.link.startswith(f"{app.url}/?recipe=") and Recipe.from_link_param(out.link.split("=", 1)[1]) == recipe
 
 
 def _range_error(name: str, value: float) -> str:
@@ -180,6 +197,8 @@ def test_a_listed_voice_by_name_and_the_watermark_check(client, app):
     assert "Voice: **aishell_s0764_b** (Reference: 4.1 s, 16000 Hz, mono)" in out.notes, out.notes
     assert "Read as: It costs five euros. [pause 1 s] Bye." in out.notes, out.notes
     assert -1.0 <= out.similarity <= 1.0
+    assert (out.recipe.voice, out.recipe.clip_sha256, out.recipe.text) == ("aishell_s0764_b", None,
+                                                                            "It costs 5 €. [pause:1s] Bye.")
     verdict, label = client.predict(handle_file(out.audio), api_name="/watermark_check")
     assert verdict.startswith("Perth watermark detected"), verdict
     verdict, label = client.predict(handle_file(str(VOICES / "aishell_s0764_b.wav")), api_name="/watermark_check")

@@ -545,4 +545,131 @@ def test_multilingual_speaks_japanese_and_shows_each_languages_notes(ui, app):
     page.get_by_role("option").filter(has_text=MODELS["english"].label).click()
     expect(language).to_be_hidden()
     expect(note).to_be_hidden()
+
+
+# --- result downloads, recipes and share links ------------------------------------------------------
+
+RECIPE_TEXT = "Recipes make it again."
+RECIPE_SCREENSHOT = ARTIFACTS / "app-result-downloads.png"
+# The href of the first file link under `selector` (Gradio's File shows one per file), inside shadow roots too.
+FILE_HREF_JS = """(selector) => {
+  const find = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      if (el.tagName === 'A' && el.href && el.href.includes('/file=')) return el.href;
+      if (el.shadowRoot) { const href = find(el.shadowRoot); if (href) return href; }
+    }
+    return null;
+  };
+  const host = document.querySelector(selector);
+  return host ? find(host) : null;
+}"""
+FETCH_TEXT_JS = "async (src) => (await fetch(src)).text()"
+
+
+def _file_href(page, selector: str, suffix: str) -> str:
+    """The href of the file shown under `selector` once it ends with `suffix`."""
+    handle = page.wait_for_function(f"""(sel) => {{
+      const href = ({FILE_HREF_JS})(sel);
+      return href && href.split('?')[0].endsWith({suffix!r}) ? href : null;
+    }}""", arg=selector, timeout=UI_MS)
+    return handle.json_value()
+
+
+def _pick(page, selector: str, option: str) -> None:
+    page.locator(f"{selector} input").click()
+    page.get_by_role("option").filter(has_text=option).first.click()
+    expect(page.locator(f"{selector} input")).to_have_value(re.compile(re.escape(option)))
+
+
+def test_downloads_recipe_and_share_link_reproduce_the_result(ui, app, tmp_path):
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    from models.registry import MODELS
+    from serving.recipes import Recipe
+
+    page = ui.page
+    page.locator("#text textarea").fill(RECIPE_TEXT)
+    slider = page.locator("#exaggeration input[type=range]")
+    slider.focus()
+    for _ in range(2):
+        slider.press("ArrowRight")
+    expect(page.locator("#exaggeration input[type=number]")).to_have_value("0.6")
+    first_src = _generate_and_wait(ui)   # seed 0: a drawn seed, which the recipe keeps
+    first = bytes(page.evaluate(FETCH_BYTES_JS, first_src))
+    seed = int(page.locator("#seed-used input").input_value())
+
+    # The recipe file: what made this result.
+    recipe = Recipe.from_json(page.evaluate(FETCH_TEXT_JS, _file_href(page, "#recipe-file", ".json")))
+    assert (recipe.text, recipe.model, recipe.seed, recipe.voice) == (RECIPE_TEXT, "english", seed, None)
+    assert recipe.settings["exaggeration"] == pytest.approx(0.6) and recipe.watermark and recipe.normalize
+    # The share link: this page's address with the same recipe.
+    link = page.locator("#share-link textarea").input_value()
+    assert link.startswith(f"{app.url}/?recipe="), link
+    assert Recipe.from_link_param(link.split("?recipe=", 1)[1]) == recipe
+
+    # The audio as wav at 24 kHz (the samples shown), then as Ogg Opus at 48 kHz.
+    wav, rate = sf.read(io.BytesIO(first), dtype="int16")
+    wav_download = bytes(page.evaluate(FETCH_BYTES_JS, _file_href(page, "#download-file", "-24000hz.wav")))
+    assert np.array_equal(sf.read(io.BytesIO(wav_download), dtype="int16")[0], wav) and rate == OUTPUT_SR
+    _pick(page, "#download-format", "Ogg Opus")
+    _pick(page, "#download-rate", "48 kHz")
+    opus = bytes(page.evaluate(FETCH_BYTES_JS, _file_href(page, "#download-file", "-48000hz.opus")))
+    (tmp_path / "download.opus").write_bytes(opus)
+    decoded, decoded_rate = sf.read(tmp_path / "download.opus", dtype="float32")
+    assert decoded_rate == 48_000 and abs(len(decoded) - 2 * len(wav)) <= 1, (len(decoded), len(wav))
+    assert np.max(np.abs(decoded)) > 0
+    page.screenshot(path=str(RECIPE_SCREENSHOT), full_page=True)
+
+    # Opened with the link, the page restores the form; generating again gives the same samples.
+    page.goto(link, wait_until="domcontentloaded")
+    page.locator("#generate").wait_for(timeout=PAGE_LOAD_MS)
+    expect(page.locator("#recipe-message")).to_contain_text("Recipe loaded from the link")
+    expect(page.locator("#text textarea")).to_have_value(RECIPE_TEXT)
+    expect(page.locator("#model input")).to_have_value(MODELS["english"].label)
+    expect(page.locator("#exaggeration input[type=number]")).to_have_value("0.6")
+    page.get_by_text("Advanced options").click()
+    expect(page.locator("#seed input")).to_have_value(str(seed))
+    again = bytes(page.evaluate(FETCH_BYTES_JS, _generate_and_wait(ui)))
+    assert page.locator("#seed-used input").input_value() == str(seed)
+    assert np.array_equal(sf.read(io.BytesIO(again), dtype="int16")[0], wav), "the replayed audio differs"
+    assert again == first
+    assert ui.js_errors == []
+
+
+def test_recipe_upload_fills_the_form_and_a_bad_one_changes_nothing(ui, tmp_path):
+    from models.registry import MODELS
+    from serving.recipes import Recipe
+
+    turbo = MODELS["turbo"]
+    page = ui.page
+    page.get_by_text("Load a recipe").click()
+    upload = page.locator("#recipe-upload input[type=file]").first
+    good = Recipe("Loaded [laugh] from a file.", "turbo", 4321, {"temperature": 0.55, "top_k": 50})
+    bad = Recipe("Someone else.", "english", 7, voice="Nobody here")
+    (tmp_path / "bad.json").write_text(bad.to_json(), encoding="utf-8")
+    (tmp_path / "good.json").write_text(good.to_json(), encoding="utf-8")
+    (tmp_path / "notes.json").write_text('{"hello": 1}', encoding="utf-8")
+
+    before = page.locator("#text textarea").input_value()
+    for name, message in (("bad.json", "'Nobody here' is not one of this Space's voices"),
+                          ("notes.json", "not a recipe of this Space")):
+        upload.set_input_files(str(tmp_path / name))
+        expect(page.locator("#recipe-message")).to_contain_text(message)
+        expect(page.locator("#recipe-message")).to_contain_text("the form is unchanged")
+        expect(page.locator("#text textarea")).to_have_value(before)
+        expect(page.locator("#model input")).to_have_value(MODELS["english"].label)
+
+    upload.set_input_files(str(tmp_path / "good.json"))
+    expect(page.locator("#recipe-message")).to_contain_text("Recipe loaded from the file")
+    expect(page.locator("#text textarea")).to_have_value(good.text)
+    expect(page.locator("#model input")).to_have_value(turbo.label)
+    expect(page.locator("#tags-turbo")).to_be_visible()
+    page.get_by_text("Advanced options").click()
+    expect(page.locator("#temperature input[type=number]")).to_have_value(_shown(0.55))
+    expect(page.locator("#top_k input[type=number]")).to_have_value(_shown(50))
+    expect(page.locator("#exaggeration")).to_be_hidden()  # Turbo's controls only
+    expect(page.locator("#seed input")).to_have_value("4321")
     assert ui.js_errors == []

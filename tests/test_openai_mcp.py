@@ -167,6 +167,9 @@ def test_mcp_client_lists_tools_and_speaks(app):
     tools, spoken, voices = asyncio.run(session())
     assert {"speak", "list_voices", "list_models", "batch"} <= set(tools)
     assert "voice id" in json.dumps(tools["speak"].inputSchema)
+    # what the multilingual model speaks; optional, so callers that predate it keep working
+    assert "language" in tools["speak"].inputSchema["properties"]
+    assert "language" not in tools["speak"].inputSchema.get("required", [])
     assert not spoken.isError
     url = spoken.content[0].text.strip()
     with urllib.request.urlopen(url, timeout=30) as resp:
