@@ -124,5 +124,20 @@ def fake_multilingual_checkpoint_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def mtl_kit(parity_dir) -> Path:
+    """The multilingual part of the parity kit (tokenizer, Cangjie table, goldens)."""
+    return parity_dir / "multilingual"
+
+
+@pytest.fixture(scope="session")
+def mtl_tok(mtl_kit):
+    """The multilingual tokenizer from the kit's files."""
+    from models.multilingual.text import MultilingualTokenizer
+
+    return MultilingualTokenizer.from_files(mtl_kit / "grapheme_mtl_merged_expanded_v1.json",
+                                            mtl_kit / "Cangjie5_TC.json")
+
+
+@pytest.fixture(scope="session")
 def fake_mtl_ckpt(parity_dir) -> Path:
     return fake_multilingual_checkpoint_dir()

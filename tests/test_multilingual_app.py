@@ -21,17 +21,6 @@ from models.residency import ModelPool
 from models.tts import ChatterboxTTS
 
 
-@pytest.fixture(scope="module")
-def mtl_kit(parity_dir):
-    return parity_dir / "multilingual"
-
-
-@pytest.fixture(scope="module")
-def tok(mtl_kit) -> MultilingualTokenizer:
-    return MultilingualTokenizer.from_files(mtl_kit / "grapheme_mtl_merged_expanded_v1.json",
-                                            mtl_kit / "Cangjie5_TC.json")
-
-
 def test_registry_entry_is_the_multilingual_release():
     entry, english = MODELS["multilingual"], MODELS["english"]
     assert entry.t3.files.names == ("t3_mtl23ls_v2.safetensors",) and entry.t3.files.repo_id == BASE_REPO_ID
@@ -68,27 +57,27 @@ def test_request_language_is_resolved_per_model():
         MODELS["english"].resolve_language("fr")
 
 
-def test_plan_chunks_by_the_request_language(tok):
+def test_plan_chunks_by_the_request_language(mtl_tok):
     sentence = LANGUAGES["zh"].example
     text = " ".join([sentence] * 12)
-    plan = plan_request(text, "zh", tok, max_new_tokens=400)
+    plan = plan_request(text, "zh", mtl_tok, max_new_tokens=400)
     assert len(plan.chunks) == len(split_text(text, "zh")) > 1
     assert [c.index for c in plan.chunks] == list(range(len(plan.chunks)))
     for chunk in plan.chunks:
         assert chunk.tokens.language == "zh" and chunk.tokens.normalized_text.endswith("。")
         assert 0 < chunk.token_limit <= 400
-    assert plan.notes == tok.notes_for("zh")
-    assert plan_request("Hallo Welt.", "de", tok).chunks[0].tokens.ids[0] == tok.bpe.tokenizer.token_to_id("[de]")
+    assert plan.notes == mtl_tok.notes_for("zh")
+    assert plan_request("Hallo Welt.", "de", mtl_tok).chunks[0].tokens.ids[0] == mtl_tok.bpe.tokenizer.token_to_id("[de]")
 
 
-def test_plan_leaves_typed_tags_out_and_refuses_nothing_to_say(tok):
-    plan = plan_request("Bonjour [en] tout le monde [cj_a].", "fr", tok)
+def test_plan_leaves_typed_tags_out_and_refuses_nothing_to_say(mtl_tok):
+    plan = plan_request("Bonjour [en] tout le monde [cj_a].", "fr", mtl_tok)
     assert "[" not in plan.normalized_text and plan.chunks[0].tokens.tagged_text.count("[fr]") == 1
     assert plan.notes[0] == "Tags this model does not know were left out: [en], [cj_a]"
     with pytest.raises(ValueError, match="nothing to speak"):
-        plan_request("[laugh] ...", "fr", tok)
+        plan_request("[laugh] ...", "fr", mtl_tok)
     with pytest.raises(ValueError, match="choose a language"):
-        plan_request("Hello.", "", tok)
+        plan_request("Hello.", "", mtl_tok)
 
 
 def test_weight_sources_search_several_folders(tmp_path):
@@ -111,10 +100,10 @@ def test_weight_sources_search_several_folders(tmp_path):
         sources.path(entry.t3.files)
 
 
-def test_language_notes_build_only_the_text_front_end(mtl_kit, tok):
+def test_language_notes_build_only_the_text_front_end(mtl_kit, mtl_tok):
     pool = ModelPool(loading.WeightSources({BASE_REPO_ID: mtl_kit}, hub=False), "cpu")
     tts = ChatterboxTTS(pool)
-    assert tts.language_notes("Chinese") == tok.notes_for("zh")
+    assert tts.language_notes("Chinese") == mtl_tok.notes_for("zh")
     assert tts.language_notes("fr") == ()
     assert pool.loads == {f"text {BASE_REPO_ID}": 1} and pool.resident == ()
     tts.language_notes("he")

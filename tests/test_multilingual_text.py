@@ -13,17 +13,6 @@ from models.multilingual.text import (CangjieTable, MultilingualTokenizer, cangj
                                       kanji_to_kana)
 
 
-@pytest.fixture(scope="module")
-def mtl_kit(parity_dir):
-    return parity_dir / "multilingual"
-
-
-@pytest.fixture(scope="module")
-def tok(mtl_kit) -> MultilingualTokenizer:
-    return MultilingualTokenizer.from_files(mtl_kit / "grapheme_mtl_merged_expanded_v1.json",
-                                            mtl_kit / "Cangjie5_TC.json")
-
-
 def test_language_table():
     assert len(LANGUAGE_IDS) == 23 and len(set(LANGUAGE_IDS)) == 23
     assert LANGUAGE_IDS == tuple(sorted(LANGUAGE_IDS))  # the reference's order
@@ -36,29 +25,29 @@ def test_language_table():
 
 
 @pytest.mark.parametrize("language", LANGUAGE_IDS)
-def test_every_language_example_is_tagged_and_known(tok, language):
-    text = tok.tokenize(LANGUAGES[language].example, language)
-    tag = tok.bpe.tokenizer.token_to_id(f"[{language}]")
+def test_every_language_example_is_tagged_and_known(mtl_tok, language):
+    text = mtl_tok.tokenize(LANGUAGES[language].example, language)
+    tag = mtl_tok.bpe.tokenizer.token_to_id(f"[{language}]")
     assert tag is not None and text.ids[0] == tag
     assert text.unknown_characters == ()
     assert text.tagged_text.startswith(f"[{language}]")
     assert text.preprocessed_text == unicodedata.normalize("NFKD", text.normalized_text.lower())
 
 
-def test_language_ids_are_checked(tok):
+def test_language_ids_are_checked(mtl_tok):
     with pytest.raises(ValueError, match="unsupported language 'xx'"):
-        tok.tokenize("Hello.", "xx")
-    untagged = tok.tokenize("Hello.", None)
+        mtl_tok.tokenize("Hello.", "xx")
+    untagged = mtl_tok.tokenize("Hello.", None)
     assert untagged.language == "" and not untagged.tagged_text.startswith("[")
-    assert tok.tokenize("Hello.", "EN").ids == tok.tokenize("Hello.", "en").ids
+    assert mtl_tok.tokenize("Hello.", "EN").ids == mtl_tok.tokenize("Hello.", "en").ids
     with pytest.raises(ValueError, match="empty"):
-        tok.tokenize("   ", "fr")
+        mtl_tok.tokenize("   ", "fr")
 
 
-def test_multilingual_punc_norm_accepts_ideographic_enders(tok):
-    assert tok.tokenize("你好。", "zh").normalized_text == "你好。"
-    assert tok.tokenize("你好", "zh").normalized_text == "你好."
-    assert tok.tokenize("Hola", "es").normalized_text == "Hola."
+def test_multilingual_punc_norm_accepts_ideographic_enders(mtl_tok):
+    assert mtl_tok.tokenize("你好。", "zh").normalized_text == "你好。"
+    assert mtl_tok.tokenize("你好", "zh").normalized_text == "你好."
+    assert mtl_tok.tokenize("Hola", "es").normalized_text == "Hola."
 
 
 def test_hangul_decomposition_matches_unicode():
@@ -92,8 +81,8 @@ def test_kanji_to_kana_rules():
     assert kanji_to_kana("今日は東端カタカナ", converter) == unicodedata.normalize("NFKD", "きょうはひがし はしカタカナ")
 
 
-def test_japanese_with_pykakasi_reads_kanji(tok):
-    text = tok.tokenize("東京へ行きます。", "ja")
+def test_japanese_with_pykakasi_reads_kanji(mtl_tok):
+    text = mtl_tok.tokenize("東京へ行きます。", "ja")
     assert "東" not in text.language_text and "とうきょう" in unicodedata.normalize("NFC", text.language_text)
     assert text.notes == ()
 
@@ -126,8 +115,8 @@ def test_failing_segmenter_download_becomes_a_note(monkeypatch):
     assert segmenter is None and "ConnectionError" in note
 
 
-def test_unknown_characters_are_reported(tok):
-    text = tok.tokenize("Hello \u2603 world.", "en")  # a snowman is in no vocabulary
+def test_unknown_characters_are_reported(mtl_tok):
+    text = mtl_tok.tokenize("Hello \u2603 world.", "en")  # a snowman is in no vocabulary
     assert text.unknown_characters == ("\u2603",)
 
 
@@ -136,7 +125,7 @@ class _TextContext:
         self.text_tokenizer = tokenizer
 
 
-def test_text_goldens_every_language(parity_dir, tok):
+def test_text_goldens_every_language(parity_dir, mtl_tok):
     """All b_* goldens of the multilingual kit, through tools/parity.py's replay."""
     from tools.parity import Report
     from tools.replay_multilingual import replay_text
@@ -144,7 +133,7 @@ def test_text_goldens_every_language(parity_dir, tok):
     files = sorted((parity_dir / "multilingual" / "golden").glob("b_text_*.npz"))
     assert len(files) >= 25
     report = Report()
-    base = MultilingualTokenizer(tok.bpe, tok.cangjie)
+    base = MultilingualTokenizer(mtl_tok.bpe, mtl_tok.cangjie)
     for path in files:
         report.prefix = f"{path.name}: "
         replay_text(np.load(path, allow_pickle=False), _TextContext(base), report)
