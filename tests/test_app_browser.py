@@ -62,7 +62,9 @@ FETCH_BYTES_JS = """async (src) => {
 }"""
 
 # Load the audio in a fresh element and play it to the end (headless Chromium plays to a null sink).
-PLAY_JS = """async ([src, timeoutMs]) => {
+# With `lastS`, start it, then jump to its last `lastS` seconds and let it end there (a 3-minute file
+# would take 3 minutes to play through in real time).
+PLAY_JS = """async ([src, timeoutMs, lastS]) => {
   const a = new Audio(src);
   const waitFor = (ok) => new Promise((resolve) => {
     a.addEventListener(ok, () => resolve(ok), {once: true});
@@ -72,8 +74,17 @@ PLAY_JS = """async ([src, timeoutMs]) => {
   const loaded = await waitFor('loadedmetadata');
   const duration = a.duration;
   let played;
-  try { const ended = waitFor('ended'); await a.play(); played = await ended; }
-  catch (e) { played = 'play() failed: ' + e; }
+  try {
+    const ended = waitFor('ended');
+    await a.play();
+    let jumped = '';
+    if (lastS) {
+      await new Promise((r) => setTimeout(r, 300));
+      jumped = ' after ' + a.currentTime.toFixed(2) + ' s';
+      a.currentTime = Math.max(0, duration - lastS);
+    }
+    played = (await ended) + jumped;
+  } catch (e) { played = 'play() failed: ' + e; }
   return {loaded, duration, played, currentTime: a.currentTime, error: a.error ? a.error.code : null};
 }"""
 
@@ -412,30 +423,6 @@ VC_RESULT_OR_ERROR_JS = """() => {
   return src ? {src} : null;
 }""" % AUDIO_SRC_JS
 
-# Load the audio, start it, then jump to its last second and let it end (a 3-minute file
-# would take 3 minutes to play through in real time).
-PLAY_END_JS = """async ([src, timeoutMs]) => {
-  const a = new Audio(src);
-  const waitFor = (ok) => new Promise((resolve) => {
-    a.addEventListener(ok, () => resolve(ok), {once: true});
-    a.addEventListener('error', () => resolve('error'), {once: true});
-    setTimeout(() => resolve('timeout'), timeoutMs);
-  });
-  const loaded = await waitFor('loadedmetadata');
-  const duration = a.duration;
-  let played;
-  try {
-    await a.play();
-    await new Promise((r) => setTimeout(r, 300));
-    const started = a.currentTime;
-    const ended = waitFor('ended');
-    a.currentTime = Math.max(0, duration - 1.0);
-    played = (await ended) + ' after ' + started.toFixed(2) + ' s';
-  } catch (e) { played = 'play() failed: ' + e; }
-  return {loaded, duration, played, currentTime: a.currentTime, error: a.error ? a.error.code : null};
-}"""
-
-
 def _convert_long_source_in_browser(ui: Ui, tmp_path, seconds: float) -> None:
     """Upload `seconds` of real speech (the two AISHELL clips looped) and a target clip in the Voice
     conversion tab, convert, and check the downloaded result: length from the source's tokens, it plays
@@ -473,7 +460,7 @@ def _convert_long_source_in_browser(ui: Ui, tmp_path, seconds: float) -> None:
     lost, rest = divmod(960 * n_tokens - len(wav), 480)
     assert rate == OUTPUT_SR and rest == 0 and lost in (0, 1), f"{len(wav)} samples for {n_tokens} tokens"
     assert f"{len(wav) / OUTPUT_SR:.1f} s" in notes.inner_text()
-    playback = page.evaluate(PLAY_END_JS, [outcome["src"], UI_MS])
+    playback = page.evaluate(PLAY_JS, [outcome["src"], UI_MS, 1.0])
     assert playback["loaded"] == "loadedmetadata" and playback["error"] is None, playback
     assert playback["duration"] == pytest.approx(len(wav) / OUTPUT_SR, abs=0.01), playback
     assert playback["played"].startswith("ended"), playback
