@@ -29,6 +29,7 @@ from .t3 import T3, KVCache
 
 FEWER_FLOW_STEPS = 5  # Euler steps of the S3Gen flow matching in `fewer_flow_steps` (the reference takes 10)
 T3_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+T3_OPTIONS = ("t3_dtype", "quantize", "compile", "cuda_graph")  # the LoadOptions fields that change T3
 
 
 class ModeError(ValueError):
@@ -85,10 +86,12 @@ class LoadOptions:
             raise ModeError(f"{', '.join(gpu_only)} needs a CUDA GPU; the model is on {kind} "
                             "(CPUs have no fast float16 kernels; on CPU use int8 or bf16)")
 
-    def describe(self) -> str:
-        changed = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)
-                   if getattr(self, f.name) != f.default]
-        return ", ".join(changed) or "default"
+    def changed(self) -> str:
+        """The options that differ from the default ("quantize=int8, flow_steps=5"; "" for none):
+        what a recipe records, since they change the samples."""
+        return ", ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self)
+                         if getattr(self, f.name) != f.default)
+
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ place. The only tolerated gaps are the ones a caller lists explicitly.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
@@ -18,6 +19,8 @@ from torch import nn
 from . import registry
 from .packed_linear import pack_linears, packing_available
 from .registry import HubFiles
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .fast_modes import LoadOptions
@@ -197,10 +200,12 @@ def build_component(spec, path: Path, device: torch.device, options: "LoadOption
 
 @build_component.register
 def _(spec: registry.T3Spec, path, device, options):
+    options, left_out = spec.speed_options(options)
+    for name, why in left_out.items():
+        log.info("T3 %s: %s left out (%s)", spec.files.names[0], name, why)
     if spec.architecture == "gpt2":
         from .loading_turbo import load_turbo_t3
 
-        # Of the T3 speed options Turbo's takes int8 only (else float32, packed for oneDNN on a CPU).
         return load_turbo_t3(path, device, int8=options.quantize == "int8")
     if spec.architecture != "llama":
         raise CheckpointError(f"T3 architecture {spec.architecture!r} has no builder")
@@ -209,6 +214,9 @@ def _(spec: registry.T3Spec, path, device, options):
 
 @build_component.register
 def _(spec: registry.S3GenSpec, path, device, options):
+    options, left_out = spec.speed_options(options)
+    for name, why in left_out.items():
+        log.info("S3Gen %s: %s left out (%s)", spec.files.names[0], name, why)
     if spec.meanflow:
         from .loading_turbo import load_turbo_s3gen
 

@@ -12,10 +12,11 @@ model = one entry here + the builders of any new component kind (models/loading.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 from .multilingual.languages import LANGUAGE_IDS, language_id
 from .params import CONTROLS, GenerationParams
+from .fast_modes import T3_OPTIONS, LoadOptions
 from .t3 import T3Config
 
 BASE_REPO_ID = "ResembleAI/chatterbox"
@@ -61,6 +62,23 @@ class T3Spec:
     # each request alone, never in a shared batch.
     alignment_analyzer: bool = False
 
+    def speed_options(self, options: LoadOptions) -> tuple[LoadOptions, dict[str, str]]:
+        """The options this T3 is built with, and why each T3 option it leaves out is left out.
+
+        Turbo's GPT-2 T3 has int8 among the T3 speed modes (models/loading_turbo.py); a T3
+        read by the alignment analyzer keeps its layers as module calls, which int8, CUDA
+        graphs and compile replace. Options left out take their defaults."""
+        if self.architecture == "gpt2":
+            takes, why = {"quantize"}, "Turbo's T3 has int8 only among the T3 speed modes"
+        elif self.alignment_analyzer:
+            takes, why = {"t3_dtype"}, "its alignment analyzer reads attention inside the layers"
+        else:
+            return options, {}
+        defaults = {f.name: f.default for f in fields(LoadOptions)}
+        left = {name: why for name in T3_OPTIONS
+                if name not in takes and getattr(options, name) != defaults[name]}
+        return replace(options, **{name: defaults[name] for name in left}), left
+
 
 @dataclass(frozen=True)
 class S3GenSpec:
@@ -69,6 +87,14 @@ class S3GenSpec:
     files: HubFiles
     flow_steps: int = 10          # Euler steps of the flow (cosine schedule)
     meanflow: bool = False
+
+    def speed_options(self, options: LoadOptions) -> tuple[LoadOptions, dict[str, str]]:
+        """As `T3Spec.speed_options`, for the flow's steps: a speed option never adds steps, so
+        `flow_steps` above this decoder's own (Turbo's 2) is left out."""
+        if options.flow_steps is None or options.flow_steps <= self.flow_steps:
+            return options, {}
+        return (replace(options, flow_steps=None),
+                {"flow_steps": f"its decoder already takes {self.flow_steps} steps"})
 
 
 @dataclass(frozen=True)

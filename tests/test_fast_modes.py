@@ -21,6 +21,7 @@ from models.fast_modes import (
     build_s3gen,
     build_t3,
 )
+from models.registry import MODELS
 from models.s3gen.s3gen import S3Gen
 from models.sampling import SamplingParams
 from models.t3 import T3, KVCache, T3Cond
@@ -63,6 +64,22 @@ def test_options_that_cannot_combine_are_refused_before_building():
         LoadOptions.from_modes("bf16+int8")
     with pytest.raises(ModeError, match="flow_steps"):
         LoadOptions(flow_steps=0)
+
+
+def test_each_model_takes_the_speed_options_its_parts_can_run():
+    int8, bf16, fewer = (LoadOptions.from_modes(name) for name in ("int8", "bf16", "fewer_flow_steps"))
+    english, turbo, mtl = MODELS["english"], MODELS["turbo"], MODELS["multilingual"]
+    assert english.t3.speed_options(int8) == (int8, {}) and english.t3.speed_options(bf16) == (bf16, {})
+    kept, left = mtl.t3.speed_options(LoadOptions.from_modes("int8+fewer_flow_steps"))
+    assert kept == LoadOptions(flow_steps=FEWER_FLOW_STEPS) and "alignment analyzer" in left.pop("quantize")
+    assert not left and mtl.t3.speed_options(bf16) == (bf16, {})
+    assert turbo.t3.speed_options(int8) == (int8, {})
+    kept, left = turbo.t3.speed_options(bf16)
+    assert kept == LoadOptions() and set(left) == {"t3_dtype"}
+    assert english.s3gen.speed_options(fewer) == (fewer, {})
+    kept, left = turbo.s3gen.speed_options(fewer)  # 5 steps would be more than Turbo's 2
+    assert kept == LoadOptions() and "2 steps" in left["flow_steps"]
+    assert turbo.s3gen.speed_options(LoadOptions(flow_steps=1)) == (LoadOptions(flow_steps=1), {})
 
 
 def test_int8_keeps_the_uncached_forward_working(cond):

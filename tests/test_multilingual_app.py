@@ -17,6 +17,7 @@ from models.multilingual.languages import LANGUAGE_IDS, LANGUAGES, language_id
 from models.multilingual.planning import plan_request
 from models.multilingual.text import MultilingualTokenizer
 from models.registry import BASE_REPO_ID, MODELS
+from models.fast_modes import Int8Linear, LoadOptions
 from models.residency import ModelPool
 from models.tts import ChatterboxTTS
 
@@ -159,3 +160,17 @@ def test_long_text_is_chunked_by_its_language(mtl_pipeline):
     result = events[-1].result
     assert result.n_chunks == len(chunks)
     assert {e.chunk for e in events if e.audio.size} == set(range(len(chunks)))
+
+
+@pytest.mark.slow
+def test_an_int8_space_speaks_multilingual_as_without_it(mtl_pipeline, fake_mtl_ckpt):
+    # int8 would replace the layers the alignment analyzer reads: Multilingual's T3 stays float32.
+    int8 = ChatterboxTTS.from_local(fake_mtl_ckpt, device="cpu", model="multilingual",
+                                    options=LoadOptions.from_modes("int8"))
+    t3 = int8.model("multilingual").t3
+    assert t3.fast_step is None and not any(isinstance(layer, Int8Linear) for layer in t3.modules())
+    params = replace(MODELS["multilingual"].recommended, seed=5)
+    plain, quick = (tts.synthesize(JAPANESE, None, params, model="multilingual", language="ja", max_new_tokens=4,
+                                   watermark=False) for tts in (mtl_pipeline, int8))
+    assert quick.n_speech_tokens == plain.n_speech_tokens == 4
+    np.testing.assert_array_equal(quick.wav, plain.wav)
