@@ -23,15 +23,17 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import spaces
+import torch
 
 import recipe_ui
 import ui
 from integrations import Integrations, LibraryVoices
 from models import loading
 from models.constants import MAX_NEW_TOKENS
+from models.fast_modes import FAST_MODES, LoadOptions, ModeError
 from models.params import CONTROLS, GenerationParams, check_text
 from models.reference import MAX_UPLOAD_BYTES, REF_SR, ReferenceClip, load_reference
-from models.registry import BASE_REPO_ID, KARTOFFELBOX_REPO_ID, TURBO_REPO_ID, entry_by_label
+from models.registry import BASE_REPO_ID, KARTOFFELBOX_REPO_ID, MODELS, TURBO_REPO_ID, entry_by_label
 from models.similarity import SpeakerSimilarity
 from models.tts import SAMPLE_RATE, ChatterboxTTS, LivePlayback
 from models.voice_library import VoiceLibrary, default_data_dir
@@ -74,6 +76,10 @@ def parse_args() -> argparse.Namespace:
                    help="cap on speech tokens per generation (25 per second of audio)")
     p.add_argument("--first-block", type=int, default=int(env("CHATTERBOX_FIRST_BLOCK", "20")),
                    help="speech tokens decoded before live playback starts (the first streamed block)")
+    p.add_argument("--speed", default=env("CHATTERBOX_SPEED", ""),
+                   help="speed modes joined by '+', applied to every model at load: "
+                        f"{', '.join(FAST_MODES)} (bench/README.md; e.g. int8 on a CPU). "
+                        "Default: none, the reference's arithmetic")
     p.add_argument("--max-resident-gb", type=float, default=env("CHATTERBOX_MAX_RESIDENT_GB"),
                    help="memory the loaded models may take before idle ones are unloaded "
                         "(default: 60%% of the GPU's or the machine's memory)")
@@ -87,7 +93,26 @@ def parse_args() -> argparse.Namespace:
         p.error("--multilingual-checkpoint is searched after --checkpoint's folder: give both (or neither: the Hub)")
     if args.max_resident_gb is not None and float(args.max_resident_gb) <= 0:
         p.error(f"--max-resident-gb must be > 0, got {args.max_resident_gb}")
+    try:  # a mode this machine cannot run is the operator's mistake: refuse to start, saying why
+        args.options = LoadOptions.from_modes(args.speed)
+        args.options.check("cuda" if torch.cuda.is_available() else "cpu")
+    except ModeError as exc:
+        p.error(f"--speed: {exc}")
     return args
+
+
+def speed_note(options: LoadOptions) -> str:
+    """What the page says of the speed modes in use ("" for none): the audio is then not the
+    reference's arithmetic, so a recipe replays only on a Space started with the same modes."""
+    if not options.changed():
+        return ""
+    note = f" Speed modes: {options.changed()} (faster; the audio differs slightly from the reference's)."
+    for entry in MODELS.values():
+        left_out = entry.t3.speed_options(options)[1] | entry.s3gen.speed_options(options)[1]
+        if left_out:
+            reasons = "; ".join(sorted(set(left_out.values())))
+            note += f" {entry.label} leaves out {', '.join(left_out)} ({reasons})."
+    return note
 
 
 def load_pipeline(args: argparse.Namespace) -> tuple[ChatterboxTTS | None, str]:
@@ -101,11 +126,12 @@ def load_pipeline(args: argparse.Namespace) -> tuple[ChatterboxTTS | None, str]:
             base = Path(args.checkpoint)
             label = (f"**Test weights** (untrained checkpoint in `{base}`): the output is not speech."
                      if loading.looks_untrained(base) else f"Local checkpoint `{base}`.")
+            label += speed_note(args.options)
             return ChatterboxTTS.from_local(base, local=local, label=label, max_resident_bytes=budget,
-                                            batch_size=args.batch_size), label
-        label = f"Weights: `{loading.BASE_REPO_ID}` from the Hugging Face Hub."
+                                            batch_size=args.batch_size, options=args.options), label
+        label = f"Weights: `{loading.BASE_REPO_ID}` from the Hugging Face Hub." + speed_note(args.options)
         return ChatterboxTTS.from_pretrained(local=local, max_resident_bytes=budget,
-                                             batch_size=args.batch_size), label
+                                             batch_size=args.batch_size, options=args.options), label
     except (loading.WeightsUnavailable, loading.CheckpointError, OSError) as exc:
         log.error("no model weights: %s", exc)
         return None, (f"**No model weights could be loaded**, so nothing can be generated: {exc}  \n"
@@ -214,7 +240,7 @@ def generate(text, reference, exaggeration, cfg_weight, temperature, min_p, top_
                   if clip and len(result.wav) else None)
     full = (result.sample_rate, _pcm16(result.wav)) if len(result.wav) else None
     recipe = recipe_ui.recipe_of(text, model, params, result.seed, voice, clip, bool(watermark),
-                                 bool(norm_loudness), bool(normalize), language)
+                                 bool(norm_loudness), bool(normalize), language, ARGS.options.changed())
     yield (skip, full, result.seed, similarity,
            ui.result_notes(result, clip, similarity, PIPELINE.watermarker, voice),
            ui.progress_html(result.n_chunks, result.n_chunks, started)
@@ -233,7 +259,8 @@ def build_demo() -> gr.Blocks:
     examples = [[t, voices[i % len(voices)] if voices else None]
                 for i, t in enumerate(EXAMPLES["english"] + EXAMPLES["german"])]
     notes = PIPELINE.language_notes if PIPELINE is not None else ui.no_language_notes
-    return ui.build_demo(ui.Handlers(generate, request_stop, TOOLS, notes), WEIGHTS_NOTE, examples, CAN_STREAM,
+    handlers = ui.Handlers(generate, request_stop, TOOLS, notes, ARGS.options.changed())
+    return ui.build_demo(handlers, WEIGHTS_NOTE, examples, CAN_STREAM,
                          extra_tabs={"Batch & API": INTEGRATIONS.mcp_and_batch_tab})
 
 

@@ -49,15 +49,16 @@ def clip_sha256(clip) -> str:
 
 def recipe_of(text: str, model: str, params: GenerationParams, seed: int, voice: str = "", clip=None,
               watermark: bool = True, norm_loudness: bool = True, normalize: bool = True,
-              language: str | None = None) -> Recipe:
+              language: str | None = None, speed: str = "") -> Recipe:
     """The recipe of one page generation: `params` as used (every control), `seed` the one drawn or
     given, `voice` a listed voice's name (else `clip`, an uploaded ReferenceClip, by hash; neither:
-    the built-in voice), `language` the id a multilingual model spoke (None for the others)."""
+    the built-in voice), `language` the id a multilingual model spoke (None for the others), `speed`
+    the Space's speed modes (app.recipe_speed)."""
     settings = {name: float(getattr(params, name)) for name in CONTROLS}
     return Recipe(text, model, int(seed), settings, voice=voice or None,
                   clip_sha256=clip_sha256(clip) if clip is not None and not voice else None,
                   watermark=bool(watermark), normalize=bool(normalize), norm_loudness=bool(norm_loudness),
-                  language=language)
+                  language=language, speed=speed)
 
 
 def write_recipe(recipe: Recipe) -> str:
@@ -134,6 +135,7 @@ class FormValues:
     normalize: bool
     clip_sha256: str | None = None
     language: str | None = None   # the language id, for a model taking one
+    speed: str = ""               # the speed modes the recipe was made with ("" = none)
 
 
 def form_values(recipe: Recipe, voice_names: list[str]) -> FormValues:
@@ -161,7 +163,7 @@ def form_values(recipe: Recipe, voice_names: list[str]) -> FormValues:
     # ValueError for a language the model does not speak (or a missing one where it needs one)
     language = entry.resolve_language(recipe.language) if entry.takes_language else None
     return FormValues(recipe.text, entry.label, voice, controls, recipe.seed, recipe.watermark,
-                      recipe.norm_loudness, recipe.normalize, recipe.clip_sha256, language)
+                      recipe.norm_loudness, recipe.normalize, recipe.clip_sha256, language, recipe.speed)
 
 
 def read_recipe_file(path: str | Path) -> Recipe:
@@ -172,12 +174,18 @@ def read_recipe_file(path: str | Path) -> Recipe:
     return Recipe.from_json(path.read_bytes())
 
 
-def loaded_message(values: FormValues, source: str) -> str:
-    """The line under the loader once a recipe has filled the form (Markdown)."""
+def loaded_message(values: FormValues, source: str, space_speed: str = "") -> str:
+    """The line under the loader once a recipe has filled the form (Markdown); `space_speed`: this
+    Space's speed modes, which decide whether Generate can give the recipe's samples."""
     voice = f"voice **{values.voice}**" if values.voice else "the built-in voice"
     if values.clip_sha256:
         voice = (f"an uploaded clip (SHA-256 `{values.clip_sha256[:12]}…`): upload the same clip to hear the same "
                  "voice")
+    if values.speed != space_speed:
+        made, here = (f"speed modes `{s}`" if s else "no speed modes" for s in (values.speed, space_speed))
+        return (f"✅ Recipe loaded from {source}: {values.model_label}, {voice}, seed **{values.seed}**. "
+                f"⚠️ It was made with {made} and this Space runs {here}: Generate gives nearly, not exactly, "
+                "the same audio.")
     return (f"✅ Recipe loaded from {source}: {values.model_label}, {voice}, seed **{values.seed}**. "
             "Press Generate to make the same audio again.")
 
@@ -202,6 +210,7 @@ class Form:
     voice_choices: Callable[[], list]
     voice_names: Callable[[], list]
     language: gr.Dropdown | None = None
+    speed: str = ""  # this Space's speed modes (recipes record theirs)
 
     def outputs(self) -> list:
         return [self.text, self.model, self.voice, self.reference, *self.sliders, self.seed, self.watermark,
@@ -234,7 +243,7 @@ class Form:
             values = form_values(recipe, self.voice_names())
         except (ValueError, OSError) as exc:
             return [*self.unchanged(), f"⚠️ Not loaded, the form is unchanged: {exc}"]
-        return [*self.fill(values), loaded_message(values, source)]
+        return [*self.fill(values), loaded_message(values, source, self.speed)]
 
 
 def recipe_loader(form: Form, demo: gr.Blocks | None) -> None:

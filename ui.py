@@ -68,6 +68,7 @@ class Handlers:
     stop: Callable
     tools: VoiceTools
     language_notes: Callable[[str], Sequence[str]] = no_language_notes
+    speed: str = ""  # the speed modes the Space runs with, as recipes record them ("" = none)
 
 
 def voice_choices(tools: VoiceTools) -> list:
@@ -222,7 +223,7 @@ def generation_tab(handlers: Handlers, examples: list[list], live_visible: bool,
             sliders = [controls[name] for name in CONTROLS]
             form = recipe_ui.Form(text, model, voice, reference, sliders, seed, watermark, loudness, normalize,
                                   [note, *tag_groups], control_updates, lambda: voice_choices(tools),
-                                  tools.voice_names, language)
+                                  tools.voice_names, language, handlers.speed)
             recipe_ui.recipe_loader(form, demo)
         with gr.Column():
             # No download button: a streamed player has no file behind it (the full audio has one).

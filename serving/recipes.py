@@ -2,7 +2,8 @@
 
 A recipe names the text, the model, the voice (a named voice, or the SHA-256 of an uploaded
 clip, which cannot travel in a link), every generation setting, the seed and the project
-version, and the options (watermark, text normalisation, reference loudness). The same recipe on the same machine type gives the same samples, because the seed
+version, the options (watermark, text normalisation, reference loudness) and the Space's speed
+modes (int8 and the like change the samples). The same recipe on the same machine type gives the same samples, because the seed
 fixes every random draw. In a link it is compact JSON, zlib-compressed and base64url-encoded
 in the `recipe` query parameter.
 """
@@ -38,6 +39,7 @@ class Recipe:
     norm_loudness: bool = True        # the reference clip normalised to -27 LUFS (Turbo)
     version: str = PROJECT_VERSION
     language: str | None = None       # what a multilingual model speaks (an id, e.g. "ja")
+    speed: str = ""                   # the Space's speed modes (LoadOptions.changed()); "" = none
 
     def __post_init__(self):
         if not isinstance(self.text, str) or not self.text.strip():
@@ -61,6 +63,8 @@ class Recipe:
                 raise ValueError(f"recipe: {name!r} must be true or false")
         if self.language is not None and not isinstance(self.language, str):
             raise ValueError("recipe: 'language' must be a language id")
+        if not isinstance(self.speed, str):
+            raise ValueError("recipe: 'speed' must be a string (the speed modes, \"\" for none)")
 
     def to_json(self) -> str:
         return json.dumps({"kind": RECIPE_KIND, **asdict(self)}, ensure_ascii=False, indent=2)

@@ -124,7 +124,8 @@ class SpeechService:
         """The recipe of a checked request (its seed is always known: `check` draws one)."""
         settings = {name: float(getattr(speech.params, name)) for name in CONTROLS}
         return Recipe(speech.text, speech.model, int(speech.params.seed), settings, voice=speech.voice,
-                      watermark=speech.watermark, language=speech.language, normalize=speech.normalize)
+                      watermark=speech.watermark, language=speech.language, normalize=speech.normalize,
+                      speed=self._speed())
 
     def from_recipe(self, recipe: Recipe) -> Speech:
         """The request a recipe describes, checked as any other. An uploaded clip cannot travel in
@@ -139,8 +140,18 @@ class SpeechService:
         if not recipe.norm_loudness and entry is not None and entry.loudness_toggle and voice != "default":
             raise ValueError("this recipe turned off the reference's loudness normalisation, which named voices "
                              "here always have: load it in the page instead")
-        return self.check(recipe.text, recipe.model, voice, recipe.settings, recipe.seed,
-                          recipe.language, watermark=recipe.watermark, normalize=recipe.normalize)
+        speech = self.check(recipe.text, recipe.model, voice, recipe.settings, recipe.seed,
+                            recipe.language, watermark=recipe.watermark, normalize=recipe.normalize)
+        here = self._speed()
+        if recipe.speed != here:
+            made, runs = (f"speed modes {s}" if s else "no speed modes" for s in (recipe.speed, here))
+            speech = replace(speech, notes=(*speech.notes, f"the recipe was made with {made} and this Space "
+                                            f"runs {runs}: the audio is nearly, not exactly, the same"))
+        return speech
+
+    def _speed(self) -> str:
+        """The speed modes the pipeline was built with, as recipes record them."""
+        return self.pipeline.pool.options.changed() if self.pipeline is not None else ""
 
     def open_speech(self, request: SpeechRequest) -> SpeechStream:
         """The OpenAI endpoint's entry (see serving.openai_api.SpeechService)."""

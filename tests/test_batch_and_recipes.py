@@ -84,6 +84,7 @@ def test_recipe_round_trips_through_json_and_link():
      "unknown field"),
     ('{"kind": "chatterbox-space-recipe", "text": "x", "model": "english", "seed": -1}', "seed"),
     ('{"kind": "chatterbox-space-recipe", "text": "x", "model": "e", "seed": 1, "clip_sha256": "abc"}', "hex"),
+    ('{"kind": "chatterbox-space-recipe", "text": "x", "model": "e", "seed": 1, "speed": 8}', "speed"),
     ("not json", "not valid JSON"),
 ])
 def test_bad_recipes_are_refused_with_the_reason(text, message):

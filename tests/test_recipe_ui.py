@@ -142,6 +142,19 @@ def test_loading_a_recipe_file_sets_every_field_and_shows_the_models_controls(fo
     assert out[-1].startswith("✅ Recipe loaded from the file") and "seed **77**" in out[-1]
 
 
+
+def test_a_recipe_of_other_speed_modes_loads_and_says_the_audio_will_differ(form):
+    from dataclasses import replace
+
+    recipe = recipe_ui.recipe_of("Hi.", "english", page_params(), 5, speed="quantize=int8")
+    assert Recipe.from_json(recipe.to_json()).speed == "quantize=int8"
+    loaded = form.restore(lambda: recipe, "the link")[-1]
+    assert "speed modes `quantize=int8`" in loaded and "this Space runs no speed modes" in loaded, loaded
+    same = replace(form, speed="quantize=int8").restore(lambda: recipe, "the link")[-1]
+    assert "Press Generate to make the same audio again" in same and "⚠️" not in same, same
+    plain = form.restore(lambda: recipe_ui.recipe_of("Hi.", "english", page_params(), 5), "the link")[-1]
+    assert "⚠️" not in plain, plain
+
 @pytest.mark.parametrize("content,message", [
     (b"not json at all", "not valid JSON"),
     (b'{"kind": "something-else"}', "not a recipe of this Space"),

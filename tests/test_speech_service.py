@@ -40,6 +40,9 @@ def test_recipe_replays_bit_identically(service):
     assert recipe.seed == first.seed and recipe.settings["temperature"] == 0.7
     again = whole(service, service.from_recipe(recipe))
     assert len(first.wav) > 0 and np.array_equal(first.wav, again.wav)
+    assert recipe.speed == "" and not any("speed modes" in n for n in service.from_recipe(recipe).notes)
+    other = service.from_recipe(replace(recipe, speed="quantize=int8"))
+    assert any("speed modes quantize=int8" in n and "not exactly" in n for n in other.notes), other.notes
 
 
 def test_uploaded_clip_recipes_ask_for_the_clip(service):
