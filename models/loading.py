@@ -91,6 +91,8 @@ VE_FILE, T3_FILE, S3GEN_FILE, TOKENIZER_FILE, CONDS_FILE = (
     registry.VE_FILE, registry.T3_FILE, registry.S3GEN_FILE, registry.TOKENIZER_FILE, registry.CONDS_FILE)
 # T3 layers that run at every decoding step (float32 on CPU: packed, see models/packed_linear.py).
 T3_PACKED_LAYERS = ("tfmr.layers", "speech_head")
+# Layers of a Llama block reading the same input, packed as one weight each (one call per step).
+T3_PACKED_GROUPS = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
 
 # Buffers that the released s3gen.safetensors does not store; the module computes them.
 S3GEN_TOLERATED_MISSING = ("tokenizer._mel_filters", "tokenizer.window")
@@ -166,7 +168,7 @@ def load_t3(
     model = model.to(device=device).eval()
     if options.plain_t3 and model.device.type == "cpu" and packing_available():
         # Decoding reads every backbone weight per token: oneDNN's layout reads them ~2x faster.
-        pack_linears(model, under=T3_PACKED_LAYERS)
+        pack_linears(model, under=T3_PACKED_LAYERS, groups=T3_PACKED_GROUPS)
         return model
     return build_t3(model, options)
 

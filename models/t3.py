@@ -10,6 +10,7 @@ loop, the oracle of `stream_tokens`, runs instead.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -21,6 +22,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from .constants import (SPEECH_CODEBOOK_SIZE, START_SPEECH_TOKEN, START_TEXT_TOKEN, STOP_SPEECH_TOKEN,
                         STOP_TEXT_TOKEN)
+from .packed_linear import PackedMember
 from .perceiver import Perceiver, PerceiverConfig
 from .sampling import (
     SamplingParams,
@@ -175,6 +177,17 @@ class KVCache:
         cos, sin = t3.tfmr.rotary_emb(self.keys, positions)
         self.cos, self.sin = cos[0], sin[0]
         self.length = 0
+
+
+def _projections(x: torch.Tensor, *layers: nn.Module) -> Sequence[torch.Tensor]:
+    """`_linear(layer, x)` of each layer; layers that loading packed as one group (they read
+    the same input: q/k/v, gate/up) in one call of the group, with the same numbers."""
+    if all(isinstance(layer, PackedMember) for layer in layers):
+        group = layers[0].group
+        if [(layer.group, layer.start) for layer in layers] == [
+                (group, start) for start in itertools.accumulate([0, *group.sizes[:-1]])]:
+            return group.split(x)
+    return [_linear(layer, x) for layer in layers]
 
 
 def _linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -351,8 +364,8 @@ class T3(nn.Module):
         for i, layer in enumerate(self.tfmr.layers):
             attn, mlp = layer.self_attn, layer.mlp
             h = layer.input_layernorm(x)
-            q, k, v = [_linear(proj, h).view(batch, length, -1, attn.head_dim).transpose(1, 2)
-                       for proj in (attn.q_proj, attn.k_proj, attn.v_proj)]  # (B, heads, T, head_dim)
+            q, k, v = [t.view(batch, length, -1, attn.head_dim).transpose(1, 2)
+                       for t in _projections(h, attn.q_proj, attn.k_proj, attn.v_proj)]  # (B, heads, T, head_dim)
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
             if visible is None:
                 cache.keys[i, :, :, start:end] = k
@@ -370,7 +383,8 @@ class T3(nn.Module):
                                                is_causal=length > 1, scale=attn.scaling)
             x = x + _linear(attn.o_proj, a.transpose(1, 2).reshape(batch, length, channels))
             h = layer.post_attention_layernorm(x)
-            x = x + _linear(mlp.down_proj, mlp.act_fn(_linear(mlp.gate_proj, h)) * _linear(mlp.up_proj, h))
+            gate, up = _projections(h, mlp.gate_proj, mlp.up_proj)
+            x = x + _linear(mlp.down_proj, mlp.act_fn(gate) * up)
         if position is None:
             cache.length = end
         return self.tfmr.norm(x)

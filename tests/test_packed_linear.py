@@ -1,5 +1,6 @@
 """oneDNN-packed float32 linear layers: the same products as nn.Linear, the checkpoint's keys in
-state_dict, and a packed T3 decoding the same tokens as a plain one."""
+state_dict, and a packed T3 decoding the same tokens as a plain one; layers packed as one group
+(q/k/v, gate/up) give the numbers of the layers packed one by one, bit for bit."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +8,9 @@ import torch
 from torch import nn
 
 from models.fast_modes import Int8Linear, LoadOptions, build_t3
-from models.packed_linear import PackedLinear, pack_linears, packing_available, unpack_linears
+from models.loading import T3_PACKED_GROUPS
+from models.packed_linear import (PackedGroup, PackedLinear, PackedMember, pack_linears, packing_available,
+                                  unpack_linears)
 
 from test_fast_modes import GREEDY, cond, decode  # noqa: F401 (cond is a fixture)
 from test_t3 import tiny_t3
@@ -81,13 +84,14 @@ def test_moving_or_casting_a_packed_model_is_refused_until_unpacked():
     assert model.to(torch.bfloat16)[1].weight.dtype == torch.bfloat16
 
 
-def test_packed_t3_decodes_the_same_tokens_and_unpacks_to_the_same_weights(cond):
+@pytest.mark.parametrize("groups", [None, T3_PACKED_GROUPS])
+def test_packed_t3_decodes_the_same_tokens_and_unpacks_to_the_same_weights(cond, groups):
     plain = tiny_t3()
     tokens, logits = decode(plain, cond)
     model = tiny_t3()
     state = model.state_dict()
     n_linear = sum(isinstance(m, nn.Linear) for m in model.tfmr.layers.modules()) + 1
-    assert pack_linears(model, under=("tfmr.layers", "speech_head")) == n_linear
+    assert pack_linears(model, under=("tfmr.layers", "speech_head"), groups=groups) == n_linear
     assert isinstance(model.speech_head, PackedLinear)
     assert isinstance(model.cond_enc.spkr_enc, nn.Linear)  # outside `under`: left alone
     assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in state.items()}
@@ -98,11 +102,35 @@ def test_packed_t3_decodes_the_same_tokens_and_unpacks_to_the_same_weights(cond)
     with torch.no_grad():  # the uncached oracle (Hugging Face layers) runs through packed layers too
         embeds = model.build_inputs(cond, model.frame_text(torch.arange(1, 6)), with_cfg_row=True)
         torch.testing.assert_close(model(embeds), plain(embeds), atol=1e-4, rtol=1e-4)
+    if groups:  # one call per group, the same numbers as the layers packed one by one
+        one_by_one = tiny_t3()
+        pack_linears(one_by_one, under=("tfmr.layers", "speech_head"))
+        assert torch.equal(packed_logits, decode(one_by_one, cond)[1])
 
     assert unpack_linears(model) == n_linear
     assert not any(isinstance(m, PackedLinear) for m in model.modules())
+    assert dict(model.named_modules()).keys() == dict(plain.named_modules()).keys()  # the groups are gone
     for key, value in model.state_dict().items():
         assert torch.equal(value, state[key]), key
+
+
+def test_a_packed_group_keeps_each_layers_weight_and_takes_no_new_weights():
+    layers = [layer(True, out_features=n) for n in (5, 7, 3)]
+    owner = nn.Module()
+    owner.a, owner.b, owner.c = layers
+    dense = {k: v.clone() for k, v in owner.state_dict().items()}
+    pack_linears(owner, under=("a", "b", "c"), groups={"abc": ("a", "b", "c")})
+    assert isinstance(owner.abc, PackedGroup) and all(isinstance(m, PackedMember) for m in (owner.a, owner.b, owner.c))
+    x = torch.randn(2, 1, 300)
+    for name, plain, part in zip("abc", layers, owner.abc.split(x)):
+        assert torch.equal(getattr(owner, name).weight, plain.weight)
+        torch.testing.assert_close(getattr(owner, name)(x), plain(x), atol=1e-5, rtol=1e-5)
+        assert torch.equal(getattr(owner, name)(x), part)
+    assert owner.state_dict().keys() == dense.keys()
+    with pytest.raises(RuntimeError, match="load them into the plain model"):
+        owner.load_state_dict(dense)
+    with pytest.raises(ValueError, match="a bias on every layer or on none"):
+        PackedGroup([layer(True), layer(False)])
 
 
 @pytest.mark.parametrize("mode", ["int8", "bf16"])
@@ -121,6 +149,10 @@ def test_fast_modes_start_from_a_packed_t3(mode, cond):
 
 def test_loaded_t3_on_cpu_is_packed(pipeline):
     t3 = pipeline.model().t3
-    layers = [m for m in t3.tfmr.layers.modules() if isinstance(m, (nn.Linear, PackedLinear))]
-    assert len(layers) == 7 * 30 and all(isinstance(m, PackedLinear) for m in layers)
-    assert isinstance(t3.speech_head, PackedLinear) and isinstance(t3.cond_enc.spkr_enc, nn.Linear)
+    assert not any(isinstance(m, nn.Linear) for m in t3.tfmr.layers.modules())
+    for block in t3.tfmr.layers:
+        attn, mlp = block.self_attn, block.mlp
+        assert [type(m) for m in (attn.qkv_proj, mlp.gate_up_proj)] == [PackedGroup] * 2
+        assert all(type(m) is PackedMember for m in (attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj))
+        assert type(attn.o_proj) is PackedLinear and type(mlp.down_proj) is PackedLinear
+    assert type(t3.speech_head) is PackedLinear and isinstance(t3.cond_enc.spkr_enc, nn.Linear)
