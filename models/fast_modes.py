@@ -171,12 +171,43 @@ def _int8_layers(x: torch.Tensor, qkv: List[torch.classes.quantized.LinearPacked
     return x
 
 
+def _int8_gpt2_layers(x: torch.Tensor, c_attn: List[torch.classes.quantized.LinearPackedParamsBase],
+                      attn_proj: List[torch.classes.quantized.LinearPackedParamsBase],
+                      c_fc: List[torch.classes.quantized.LinearPackedParamsBase],
+                      mlp_proj: List[torch.classes.quantized.LinearPackedParamsBase],
+                      biases: List[List[torch.Tensor]], norms: List[List[torch.Tensor]],
+                      keys: torch.Tensor, values: torch.Tensor, start: int, heads: int, eps: float,
+                      shift: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """T3-Turbo's GPT-2 blocks over (B, T, C) at positions start.., as `T3Turbo.forward_cached`
+    runs them: x += c_proj(attn(c_attn(ln_1(x)))); x += c_proj(gelu_tanh(c_fc(ln_2(x)))).
+    `biases[i]`: the block's c_attn, attn.c_proj, c_fc, mlp.c_proj biases; `norms[i]`: ln_1
+    weight and bias, ln_2 weight and bias."""
+    batch, length, channels = x.shape[0], x.shape[1], x.shape[2]
+    head_dim = channels // heads
+    end = start + length
+    for i in range(len(c_attn)):
+        b, n = biases[i], norms[i]
+        h = F.layer_norm(x, [channels], n[0], n[1], eps).reshape(batch * length, channels)
+        qkv = (_int8_rows(h, c_attn[i], shift, zero) + b[0]).view(batch, length, 3, heads, head_dim)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, heads, T, head_dim)
+        keys[i, :, :, start:end] = qkv[1]
+        values[i, :, :, start:end] = qkv[2]
+        a = F.scaled_dot_product_attention(qkv[0], keys[i, :, :, :end], values[i, :, :, :end],
+                                           is_causal=length > 1)
+        a = a.transpose(1, 2).reshape(batch * length, channels)
+        x = x + (_int8_rows(a, attn_proj[i], shift, zero) + b[1]).view(batch, length, channels)
+        h = F.layer_norm(x, [channels], n[2], n[3], eps).reshape(batch * length, channels)
+        h = F.gelu(_int8_rows(h, c_fc[i], shift, zero) + b[2], approximate="tanh")
+        x = x + (_int8_rows(h, mlp_proj[i], shift, zero) + b[3]).view(batch, length, channels)
+    return x
+
+
 @functools.cache
-def _compiled() -> tuple[Callable, Callable]:
-    """`_int8_rows` and `_int8_layers` in TorchScript, compiled on first use: at 2 rows the
-    decoding step is ~8000 small kernel calls, which TorchScript's interpreter runs faster
-    than Python does (bench/README.md)."""
-    return torch.jit.script(_int8_rows), torch.jit.script(_int8_layers)
+def _compiled() -> tuple[Callable, Callable, Callable]:
+    """`_int8_rows`, `_int8_layers` and `_int8_gpt2_layers` in TorchScript, compiled on first
+    use: at 2 rows the decoding step is ~8000 small kernel calls, which TorchScript's
+    interpreter runs faster than Python does (bench/README.md)."""
+    return torch.jit.script(_int8_rows), torch.jit.script(_int8_layers), torch.jit.script(_int8_gpt2_layers)
 
 
 class Int8Linear(nn.Module):
@@ -315,6 +346,33 @@ def int8_turbo(t3) -> None:
                 weight = layer.weight if isinstance(layer, nn.Linear) else layer.weight.T  # Conv1D: [in, out]
                 setattr(owner, name, Int8Linear(weight, layer.bias))
         t3.speech_head = Int8Linear.fuse([t3.speech_head])
+    t3.fast_step = _Int8TurboStep(t3)
+
+
+class _Int8TurboStep:
+    """`T3Turbo.forward_cached` of an int8 T3-Turbo: the blocks in one TorchScript call
+    (`_int8_gpt2_layers`) over the same int8 layers and norm weights the modules hold."""
+
+    def __init__(self, t3):
+        blocks = t3.tfmr.h
+        self.c_attn = [block.attn.c_attn.packed for block in blocks]
+        self.attn_proj = [block.attn.c_proj.packed for block in blocks]
+        self.c_fc = [block.mlp.c_fc.packed for block in blocks]
+        self.mlp_proj = [block.mlp.c_proj.packed for block in blocks]
+        self.biases = [[layer.bias for layer in (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj)]
+                       for b in blocks]
+        self.norms = [[b.ln_1.weight, b.ln_1.bias, b.ln_2.weight, b.ln_2.bias] for b in blocks]
+        self.wpe, self.ln_f = t3.tfmr.wpe.weight, t3.tfmr.ln_f
+        self.heads, self.eps = t3.config.num_attention_heads, t3.config.layer_norm_epsilon
+
+    def __call__(self, inputs_embeds: torch.Tensor, cache) -> torch.Tensor:
+        length = inputs_embeds.shape[1]
+        start, end = cache.length, cache.length + length
+        x = _compiled()[2](inputs_embeds + self.wpe[start:end], self.c_attn, self.attn_proj, self.c_fc,
+                           self.mlp_proj, self.biases, self.norms, cache.keys, cache.values, start, self.heads,
+                           self.eps, _ROUNDING_SHIFT, _ZERO)
+        cache.length = end
+        return self.ln_f(x)
 
 
 class _CompiledStep:

@@ -204,6 +204,8 @@ class T3Turbo(nn.Module):
         self.speech_emb = nn.Embedding(config.speech_tokens_dict_size, c)
         self.text_head = nn.Linear(c, config.text_tokens_dict_size, bias=False)  # unused at inference
         self.speech_head = nn.Linear(c, config.speech_tokens_dict_size, bias=True)
+        # A build's replacement of `forward_cached`'s blocks (int8: models/fast_modes.py), else None.
+        self.fast_step: Callable[[torch.Tensor, TurboKVCache], torch.Tensor] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -253,7 +255,8 @@ class T3Turbo(nn.Module):
     # --- decoding -------------------------------------------------------------------
 
     def forward_cached(self, inputs_embeds: torch.Tensor, cache: TurboKVCache) -> torch.Tensor:
-        """The backbone over (1, T, C) at positions cache.length.., extending the cache.
+        """The backbone over (1, T, C) at positions cache.length.., extending the cache (through
+        the build's `fast_step` when it has one).
 
         Same blocks and weights as `forward` (the oracle), run step by step: T > 1 only for
         the prefill (from position 0, causal), T = 1 for a decoding step. GPT-2 block:
@@ -266,6 +269,8 @@ class T3Turbo(nn.Module):
             raise ValueError("only the prefill feeds several positions, and from position 0")
         if end > cache.keys.shape[3]:
             raise ValueError(f"sequence of {end} positions exceeds the cache ({cache.keys.shape[3]})")
+        if self.fast_step is not None:
+            return self.fast_step(inputs_embeds, cache)
         heads, head_dim = self.config.num_attention_heads, self.config.head_dim
         x = inputs_embeds + tfmr.wpe.weight[start:end]
         for i, block in enumerate(tfmr.h):

@@ -122,6 +122,17 @@ def test_int8_puts_every_block_layer_and_the_head_in_int8_and_stays_close(tiny, 
         embeds = model.build_inputs(cond, TEXT, speech_tokens=[3, 9])
         cached = model.forward_cached(embeds, TurboKVCache(model, embeds.shape[1]))
         torch.testing.assert_close(cached, model(embeds), rtol=1e-4, atol=1e-4)
+        # The scripted step (all blocks in one TorchScript call) is the module loop over the same layers,
+        # for the prefill and for a decoding step after it.
+        step, model.fast_step = model.fast_step, None
+        assert step is not None
+        outputs = []
+        for fast_step in (step, None):
+            model.fast_step = fast_step
+            cache = TurboKVCache(model, embeds.shape[1])
+            outputs.append(torch.cat([model.forward_cached(embeds[:, :-1], cache),
+                                      model.forward_cached(embeds[:, -1:], cache)], dim=1))
+        torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
 
 
 def test_decoding_length_and_stop_rules(tiny, cond):
