@@ -238,6 +238,12 @@ class Int8Linear(nn.Module):
             [b if b is not None else torch.zeros(layer.out_features) for b, layer in zip(biases, layers)])
         return cls(torch.cat([layer.weight for layer in layers]), bias)
 
+    @property
+    def packed_bytes(self) -> int:
+        """Bytes of the packed int8 weight and its per-channel scales (not a parameter: memory
+        accounting reads this)."""
+        return self.out_features * (self.in_features + 8)
+
     def dequantized_weight(self) -> torch.Tensor:
         return self.packed.unpack()[0].dequantize()
 
