@@ -238,6 +238,16 @@ class Int8Linear(nn.Module):
             [b if b is not None else torch.zeros(layer.out_features) for b, layer in zip(biases, layers)])
         return cls(torch.cat([layer.weight for layer in layers]), bias)
 
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The outputs of the layers this one fused (`sizes`, set by `_fuse_into`), from one call."""
+        return self(x).split(self.sizes, dim=-1)
+
+    @property
+    def packed_bytes(self) -> int:
+        """Bytes of the packed int8 weight and its per-channel scales (not a parameter: memory
+        accounting reads this)."""
+        return self.out_features * (self.in_features + 8)
+
     def dequantized_weight(self) -> torch.Tensor:
         return self.packed.unpack()[0].dequantize()
 
@@ -251,12 +261,17 @@ class Int8Linear(nn.Module):
 class _OutputSlice(nn.Module):
     """Columns start:stop of a fused layer's output, so that `q_proj(x)` and the like keep
     working outside the decoding step (the Hugging Face `forward`, slower: it runs the fused
-    product for each slice)."""
+    product for each slice). `group` and `start` let `T3.layers_cached` (batched decoding)
+    call the fused layer once for all its slices (models/t3.py `_projections`)."""
 
     def __init__(self, fused: Int8Linear, start: int, stop: int):
         super().__init__()
         self._fused = (fused,)  # a tuple: the fused layer is registered once, as a sibling
         self.start, self.stop = start, stop
+
+    @property
+    def group(self) -> Int8Linear:
+        return self._fused[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._fused[0](x)[..., self.start : self.stop]
@@ -265,6 +280,7 @@ class _OutputSlice(nn.Module):
 def _fuse_into(owner: nn.Module, fused_name: str, names: Sequence[str]) -> None:
     layers = [getattr(owner, name) for name in names]
     fused = Int8Linear.fuse(layers)
+    fused.sizes = [layer.out_features for layer in layers]
     setattr(owner, fused_name, fused)
     start = 0
     for name, layer in zip(names, layers):

@@ -56,6 +56,12 @@ class PackedLinear(nn.Module):
         self.bias = None if bias is None else bias.detach().float().clone()
 
     @property
+    def packed_bytes(self) -> int:
+        """Bytes of the packed weight and the bias, which are plain attributes, not parameters
+        (memory accounting reads this)."""
+        return self.out_features * (self.in_features + (self.bias is not None)) * 4
+
+    @property
     def weight(self) -> torch.Tensor:
         """A dense copy of the weight (out, in)."""
         return self.packed.to_dense()
@@ -152,6 +158,10 @@ class PackedMember(PackedLinear):
     @property
     def group(self) -> PackedGroup:
         return self._group[0]
+
+    @property
+    def packed_bytes(self) -> int:
+        return 0  # the group holds the weight
 
     @property
     def weight(self) -> torch.Tensor:

@@ -42,11 +42,13 @@ def default_budget_bytes(device: torch.device | str) -> int:
 
 
 def size_bytes(component) -> int:
-    """Bytes of a component's parameters and buffers (0 for what is not a module)."""
+    """Bytes of a component's parameters and buffers, and of the weights its layers keep
+    packed outside them (`packed_bytes`: oneDNN float32, fbgemm int8); 0 for what is not a module."""
     if not isinstance(component, nn.Module):
         return 0
     tensors = list(component.parameters()) + list(component.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
+    packed = sum(getattr(module, "packed_bytes", 0) for module in component.modules())
+    return sum(t.numel() * t.element_size() for t in tensors) + packed
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from .constants import (SPEECH_CODEBOOK_SIZE, START_SPEECH_TOKEN, START_TEXT_TOKEN, STOP_SPEECH_TOKEN,
                         STOP_TEXT_TOKEN)
-from .packed_linear import PackedMember
 from .perceiver import Perceiver, PerceiverConfig
 from .sampling import (
     SamplingParams,
@@ -180,13 +179,14 @@ class KVCache:
 
 
 def _projections(x: torch.Tensor, *layers: nn.Module) -> Sequence[torch.Tensor]:
-    """`_linear(layer, x)` of each layer; layers that loading packed as one group (they read
-    the same input: q/k/v, gate/up) in one call of the group, with the same numbers."""
-    if all(isinstance(layer, PackedMember) for layer in layers):
-        group = layers[0].group
-        if [(layer.group, layer.start) for layer in layers] == [
-                (group, start) for start in itertools.accumulate([0, *group.sizes[:-1]])]:
-            return group.split(x)
+    """`_linear(layer, x)` of each layer; layers that a build made slices of one fused layer
+    (they read the same input: q/k/v, gate/up; float32 packed groups, int8) in one call of it,
+    with the same numbers. A slice has `group` (the fused layer, with `sizes` and `split`)
+    and `start`."""
+    group = getattr(layers[0], "group", None)
+    if group is not None and [(getattr(layer, "group", None), getattr(layer, "start", None)) for layer in layers] \
+            == [(group, start) for start in itertools.accumulate([0, *group.sizes[:-1]])]:
+        return group.split(x)
     return [_linear(layer, x) for layer in layers]
 
 

@@ -9,6 +9,8 @@ from torch import nn
 
 from models.fast_modes import Int8Linear, LoadOptions, build_t3
 from models.loading import T3_PACKED_GROUPS
+from models.registry import MODELS
+from models.residency import size_bytes
 from models.packed_linear import (PackedGroup, PackedLinear, PackedMember, pack_linears, packing_available,
                                   unpack_linears)
 
@@ -156,3 +158,16 @@ def test_loaded_t3_on_cpu_is_packed(pipeline):
         assert all(type(m) is PackedMember for m in (attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj))
         assert type(attn.o_proj) is PackedLinear and type(mlp.down_proj) is PackedLinear
     assert type(t3.speech_head) is PackedLinear and isinstance(t3.cond_enc.spkr_enc, nn.Linear)
+    # Memory accounting (the pool's budget) counts the packed weights: about the float32 file's bytes.
+    file_bytes = (pipeline.pool.sources.path(MODELS["english"].t3.files)).stat().st_size
+    assert 0.97 < size_bytes(t3) / file_bytes < 1.03, (size_bytes(t3), file_bytes)
+
+
+def test_packed_and_int8_weights_count_in_memory_accounting():
+    owner = nn.Module()
+    owner.a, owner.b, owner.c = layer(True, 5), layer(True, 7), layer(False, 11)
+    dense = size_bytes(owner)
+    pack_linears(owner, under=("a", "b", "c"), groups={"ab": ("a", "b")})
+    assert size_bytes(owner) == dense  # the group holds a and b once; biases stay tensors
+    float32 = layer(False, 64)
+    assert 0.25 < size_bytes(Int8Linear(float32.weight)) / size_bytes(float32) < 0.3  # a quarter, and scales
