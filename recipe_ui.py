@@ -53,7 +53,7 @@ def recipe_of(text: str, model: str, params: GenerationParams, seed: int, voice:
     """The recipe of one page generation: `params` as used (every control), `seed` the one drawn or
     given, `voice` a listed voice's name (else `clip`, an uploaded ReferenceClip, by hash; neither:
     the built-in voice), `language` the id a multilingual model spoke (None for the others), `speed`
-    the Space's speed modes (app.recipe_speed)."""
+    the Space's speed modes (`LoadOptions.changed()`)."""
     settings = {name: float(getattr(params, name)) for name in CONTROLS}
     return Recipe(text, model, int(seed), settings, voice=voice or None,
                   clip_sha256=clip_sha256(clip) if clip is not None and not voice else None,
@@ -181,13 +181,12 @@ def loaded_message(values: FormValues, source: str, space_speed: str = "") -> st
     if values.clip_sha256:
         voice = (f"an uploaded clip (SHA-256 `{values.clip_sha256[:12]}…`): upload the same clip to hear the same "
                  "voice")
+    loaded = f"✅ Recipe loaded from {source}: {values.model_label}, {voice}, seed **{values.seed}**. "
     if values.speed != space_speed:
         made, here = (f"speed modes `{s}`" if s else "no speed modes" for s in (values.speed, space_speed))
-        return (f"✅ Recipe loaded from {source}: {values.model_label}, {voice}, seed **{values.seed}**. "
-                f"⚠️ It was made with {made} and this Space runs {here}: Generate gives nearly, not exactly, "
-                "the same audio.")
-    return (f"✅ Recipe loaded from {source}: {values.model_label}, {voice}, seed **{values.seed}**. "
-            "Press Generate to make the same audio again.")
+        return loaded + (f"⚠️ It was made with {made} and this Space runs {here}: Generate gives nearly, not "
+                         "exactly, the same audio.")
+    return loaded + "Press Generate to make the same audio again."
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,6 @@ class LoadOptions:
                          if getattr(self, f.name) != f.default)
 
 
-
 @dataclass(frozen=True)
 class FastMode:
     """One named speed mode: the LoadOptions fields it sets."""

@@ -191,6 +191,14 @@ def load_s3gen(path: str | Path, device: str | torch.device = "cpu", flow_steps:
     return build_s3gen(model.to(device).eval(), options)
 
 
+def _speed_options(spec: "registry.T3Spec | registry.S3GenSpec", options: "LoadOptions") -> "LoadOptions":
+    """The options `spec`'s component is built with (`spec.speed_options`), logging each left out."""
+    options, left_out = spec.speed_options(options)
+    for name, why in left_out.items():
+        log.info("%s: %s left out (%s)", spec.files.names[0], name, why)
+    return options
+
+
 @functools.singledispatch
 def build_component(spec, path: Path, device: torch.device, options: "LoadOptions"):
     """The module (or object) a registry component spec describes, from its file at `path`.
@@ -202,9 +210,7 @@ def build_component(spec, path: Path, device: torch.device, options: "LoadOption
 
 @build_component.register
 def _(spec: registry.T3Spec, path, device, options):
-    options, left_out = spec.speed_options(options)
-    for name, why in left_out.items():
-        log.info("T3 %s: %s left out (%s)", spec.files.names[0], name, why)
+    options = _speed_options(spec, options)
     if spec.architecture == "gpt2":
         from .loading_turbo import load_turbo_t3
 
@@ -216,9 +222,7 @@ def _(spec: registry.T3Spec, path, device, options):
 
 @build_component.register
 def _(spec: registry.S3GenSpec, path, device, options):
-    options, left_out = spec.speed_options(options)
-    for name, why in left_out.items():
-        log.info("S3Gen %s: %s left out (%s)", spec.files.names[0], name, why)
+    options = _speed_options(spec, options)
     if spec.meanflow:
         from .loading_turbo import load_turbo_s3gen
 

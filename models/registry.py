@@ -12,11 +12,11 @@ model = one entry here + the builders of any new component kind (models/loading.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
+from .fast_modes import T3_OPTIONS, LoadOptions
 from .multilingual.languages import LANGUAGE_IDS, language_id
 from .params import CONTROLS, GenerationParams
-from .fast_modes import T3_OPTIONS, LoadOptions
 from .t3 import T3Config
 
 BASE_REPO_ID = "ResembleAI/chatterbox"
@@ -74,10 +74,10 @@ class T3Spec:
             takes, why = {"t3_dtype"}, "its alignment analyzer reads attention inside the layers"
         else:
             return options, {}
-        defaults = {f.name: f.default for f in fields(LoadOptions)}
+        default = LoadOptions()
         left = {name: why for name in T3_OPTIONS
-                if name not in takes and getattr(options, name) != defaults[name]}
-        return replace(options, **{name: defaults[name] for name in left}), left
+                if name not in takes and getattr(options, name) != getattr(default, name)}
+        return replace(options, **{name: getattr(default, name) for name in left}), left
 
 
 @dataclass(frozen=True)
