@@ -9,21 +9,23 @@ import time
 import torch
 
 from models.s3gen.cfm import CFMConfig, ConditionalCFM
-from models.s3gen.turns import FlowTurns, flow_step, sharing
+from models.s3gen.turns import FlowTurns, flow_run, flow_step, sharing
 from test_flow import TINY_ESTIMATOR
 
 STEP_S = 0.01
 
 
 def run_steps(turns: FlowTurns | None, urgent: bool, name: str, steps: int, log: list, lock: threading.Lock):
-    """`steps` fake estimator steps of `STEP_S` each, logged as (name, start, end)."""
-    with sharing(turns, urgent):
+    """A sampler loop of `steps` fake estimator steps of `STEP_S` each, logged as (name, start, end),
+    with the Euler update's moment between them, outside the turn, as in the sampler."""
+    with sharing(turns, urgent), flow_run():
         for _ in range(steps):
             with flow_step():
                 start = time.perf_counter()
                 time.sleep(STEP_S)
                 with lock:
                     log.append((name, start, time.perf_counter()))
+            time.sleep(STEP_S / 5)
 
 
 def start(*args) -> threading.Thread:
@@ -49,6 +51,29 @@ def test_first_audio_goes_before_another_requests_remaining_steps():
     spans = sorted((begin, end) for _, begin, end in log)
     assert all(prev_end <= begin for (_, prev_end), (begin, _) in zip(spans, spans[1:]))
     assert turns.steps == 45 and turns.urgent_steps == 5
+
+
+def test_urgent_waiting_counts_queued_first_audio_steps_only():
+    turns, entered, release = FlowTurns(), threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with sharing(turns, False), flow_step():
+            entered.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert entered.wait(5)
+    log, lock = [], threading.Lock()
+    queued = [start(turns, False, "later", 1, log, lock), start(turns, True, "first", 1, log, lock)]
+    deadline = time.monotonic() + 5
+    while turns.urgent_waiting < 1 and time.monotonic() < deadline:
+        time.sleep(STEP_S / 4)
+    assert turns.urgent_waiting == 1  # the step in progress and the other queued step are not counted
+    release.set()
+    for thread in [holder, *queued]:
+        thread.join(5)
+    assert turns.urgent_waiting == 0 and [name for name, _, _ in log] == ["first", "later"]
 
 
 def test_requests_that_have_played_alternate_step_by_step():

@@ -2,12 +2,14 @@
 audio each gets alone, and S3Gen work interleaves so that streaming is not starved."""
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 
 from conftest import REAL_VOICES
 from models.params import GenerationParams
+from models.s3gen.turns import FlowTurns
 from models.t3_batching import batcher_for
 from models.tts import LivePlayback
 
@@ -49,26 +51,38 @@ def test_four_concurrent_batched_generations_equal_one_by_one(pipeline):
         np.testing.assert_array_equal(got, expected)
 
 
+class _MeetingTurns(FlowTurns):
+    """Flow turns whose first step of a request that has played already waits, holding the cores,
+    until a newcomer's step queues behind it: the newcomer's block then surely arrives while the
+    other's decode is under way (on its own, a fast machine may finish that decode first)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.met = threading.Event()
+
+    @contextmanager
+    def step(self, urgent: bool):
+        with super().step(urgent):
+            if not urgent and not self.met.is_set():
+                deadline = time.monotonic() + 600
+                while not self.urgent_waiting and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                self.met.set()
+            yield
+
+
 @pytest.mark.slow
 def test_a_second_streaming_request_plays_before_the_first_has_finished(pipeline):
     """S3Gen work interleaves (models/s3gen/turns.py): a request's first audio does not wait
-    behind another request's decode. The first request has played its first block and starts
-    decoding the rest as the second's first block is ready (its client reads on once the second
-    request's T3 has drawn the block's tokens: the first's flow is then under way while the
-    second's thread prepares its block); the second's block goes first."""
+    behind another request's decode. The first request has played its first block and is
+    decoding the rest when the second's first block arrives; the second's block goes first."""
     # On a CPU: one early block, then the rest whole. 14 tokens are the fewest whose block has audio
     # to play (the flow's look-ahead and the vocoder's held-back frames wait for later tokens).
-    block = 14
-    live = LivePlayback(first_block=block)
+    live = LivePlayback(first_block=14)
     voice = pipeline.prepare_conditionals(str(REAL_VOICES / "aishell_s0764_a.wav"))  # a short prompt: quicker
     batcher = batcher_for(pipeline.model().t3, 2)
     times: dict[str, list[float]] = {"first": [], "second": []}
     second_may_start = threading.Event()
-
-    def wait_for(condition) -> None:
-        deadline = time.monotonic() + 600
-        while not condition() and time.monotonic() < deadline:
-            time.sleep(0.01)
 
     def speak(name: str, text: str, seed: int) -> None:
         for event in pipeline.stream(text, voice, GenerationParams(seed=seed), max_new_tokens=24,
@@ -76,25 +90,25 @@ def test_a_second_streaming_request_plays_before_the_first_has_finished(pipeline
             if event.audio.size:
                 times[name].append(time.perf_counter())
                 if name == "first" and len(times[name]) == 1:
-                    wait_for(lambda: batcher.ended["finished"] > finished_before)  # the first's T3 is done
-                    drawn = batcher.step_tokens
+                    deadline = time.monotonic() + 600  # the first's T3 is done: only S3Gen work is left
+                    while batcher.ended["finished"] == finished_before and time.monotonic() < deadline:
+                        time.sleep(0.01)
                     second_may_start.set()
-                    # The second's first token comes from its prefill, the others from steps. (Reading on
-                    # one token earlier left the second's last T3 step racing the first's whole flow.)
-                    wait_for(lambda: batcher.step_tokens >= drawn + block - 1)
 
-    turns_before, finished_before = pipeline.flow_turns.urgent_steps, batcher.ended["finished"]
-    pipeline.batch_size = 2
+    turns, finished_before = _MeetingTurns(), batcher.ended["finished"]
+    plain_turns, pipeline.flow_turns, pipeline.batch_size = pipeline.flow_turns, turns, 2
     try:
         first = threading.Thread(target=speak, args=("first", "The first request is a little longer.", 5))
         first.start()
         assert second_may_start.wait(600)
+        urgent_before = turns.urgent_steps
         second = threading.Thread(target=speak, args=("second", "The second one.", 6))
         second.start()
         first.join(600)
         second.join(600)
     finally:
-        pipeline.batch_size = 1
+        pipeline.flow_turns, pipeline.batch_size = plain_turns, 1
+    assert turns.met.is_set()
     assert len(times["first"]) >= 2 and times["second"], times
     assert times["second"][0] < times["first"][-1]
-    assert pipeline.flow_turns.urgent_steps > turns_before
+    assert turns.urgent_steps > urgent_before

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .estimator import ConditionalDecoder, EstimatorConfig
-from .turns import flow_step
+from .turns import flow_run, flow_step
 
 
 @dataclass(frozen=True)
@@ -71,11 +71,12 @@ class ConditionalCFM(nn.Module):
         t_span = cosine_t_span(n_timesteps, device=mu.device, dtype=mu.dtype)
         padded = not bool(mask.all())
         x = noise
-        for t, t_next in zip(t_span[:-1], t_span[1:]):
-            with flow_step():  # concurrent requests take turns step by step (turns.py)
-                v_cond, v_uncond = self.estimator(**self.cfg_inputs(x, t, mu, spks, cond, mask),
-                                                  padded=padded).chunk(2)
-            x = x + (t_next - t) * ((1.0 + w) * v_cond - w * v_uncond)
+        with flow_run():  # concurrent requests take turns step by step (turns.py)
+            for t, t_next in zip(t_span[:-1], t_span[1:]):
+                with flow_step():
+                    v_cond, v_uncond = self.estimator(**self.cfg_inputs(x, t, mu, spks, cond, mask),
+                                                      padded=padded).chunk(2)
+                x = x + (t_next - t) * ((1.0 + w) * v_cond - w * v_uncond)
         return x
 
     def meanflow_euler(self, noise: Tensor, mu: Tensor, spks: Tensor, cond: Tensor, mask: Tensor,
@@ -85,9 +86,10 @@ class ConditionalCFM(nn.Module):
         padded = not bool(mask.all())
         batch = noise.shape[0]
         x = noise
-        for t, r in zip(t_span[:-1], t_span[1:]):
-            with flow_step():
-                v = self.estimator(x, mask, mu, t.reshape(1).expand(batch), spks, cond, padded=padded,
-                                   r=r.reshape(1).expand(batch))
-            x = x + (r - t) * v
+        with flow_run():
+            for t, r in zip(t_span[:-1], t_span[1:]):
+                with flow_step():
+                    v = self.estimator(x, mask, mu, t.reshape(1).expand(batch), spks, cond, padded=padded,
+                                       r=r.reshape(1).expand(batch))
+                x = x + (r - t) * v
         return x

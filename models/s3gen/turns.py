@@ -6,16 +6,19 @@ batching requests' flows buys nothing on a CPU and would change their numbers. R
 in threads, the flows of several requests split the cores evenly, and a request that has not
 played anything yet waits about as long as the others' whole decodes take.
 
-`FlowTurns` interleaves them instead: one estimator step at a time, and at each step boundary the
-next step goes to a request whose first audio is still to come (`urgent`), otherwise to the step
-that has waited longest (round robin). A request's first audio thus waits for at most one step of
-each other request, not for their decodes. Each step computes exactly what it computes alone.
+`FlowTurns` interleaves them instead: one estimator step at a time. While a request whose first
+audio is still to come (`urgent`) is inside its sampler loop, the others' steps wait, also in the
+moment between two of its steps (a step handed on to whoever queued first would go to the waiting
+request every time: the urgent thread is still doing its Euler update then). Otherwise the step
+that has waited longest goes next (round robin). A request's first audio thus waits for at most
+one step of each other request, not for their decodes. Each step computes exactly what it
+computes alone.
 
 T3's decoding steps (the batcher's thread) are not part of the turns: they run beside the flow step
 in progress, so tokens keep coming for everyone (a newcomer's own T3 is slowed by that step, though).
-A thread opts in with `sharing(turns, urgent)` around its S3Gen calls; the sampler's loop wraps every
-estimator call in `flow_step()`, which is free for threads that did not opt in (golden replays,
-voice conversion, tools).
+A thread opts in with `sharing(turns, urgent)` around its S3Gen calls; the sampler wraps its loop in
+`flow_run()` and every estimator call in `flow_step()`, both free for threads that did not opt in
+(golden replays, voice conversion, tools).
 """
 from __future__ import annotations
 
@@ -36,8 +39,30 @@ class FlowTurns:
         self._waiting: list[tuple[int, int]] = []   # heap of (0 urgent / 1 not, arrival number)
         self._arrivals = itertools.count()
         self._busy = False
+        self._urgent_runs = 0        # urgent sampler loops under way: the others' steps wait meanwhile
         self.steps = 0               # steps run through these turns (for tests and logs)
         self.urgent_steps = 0
+
+    @property
+    def urgent_waiting(self) -> int:
+        """Steps of requests with no audio yet that are waiting for their turn now."""
+        with self._cond:
+            return sum(1 for rank, _ in self._waiting if rank == 0)
+
+    @contextmanager
+    def run(self, urgent: bool) -> Iterator[None]:
+        """One sampler loop of a request: while an urgent one lasts, no other request's step starts."""
+        if not urgent:
+            yield
+            return
+        with self._cond:
+            self._urgent_runs += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._urgent_runs -= 1
+                self._cond.notify_all()
 
     @contextmanager
     def step(self, urgent: bool) -> Iterator[None]:
@@ -45,7 +70,7 @@ class FlowTurns:
         ticket = (0 if urgent else 1, next(self._arrivals))
         with self._cond:
             heapq.heappush(self._waiting, ticket)
-            while self._busy or self._waiting[0] != ticket:
+            while self._busy or self._waiting[0] != ticket or (not urgent and self._urgent_runs):
                 self._cond.wait()
             heapq.heappop(self._waiting)
             self._busy = True
@@ -68,6 +93,18 @@ def sharing(turns: FlowTurns | None, urgent: bool) -> Iterator[None]:
         yield
     finally:
         _local.share = previous
+
+
+@contextmanager
+def flow_run() -> Iterator[None]:
+    """The flow sampler's whole loop, in which this thread's steps (`flow_step`) come."""
+    share = getattr(_local, "share", None)
+    if share is None:
+        yield
+        return
+    turns, urgent = share
+    with turns.run(urgent):
+        yield
 
 
 @contextmanager
