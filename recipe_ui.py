@@ -28,7 +28,7 @@ from models.params import CONTROLS, GenerationParams, check_text
 from models.registry import MODELS, entry_by_label
 from models.tts import SAMPLE_RATE
 from serving.formats import audio_format, check_rate, encode
-from serving.recipes import MAX_RECIPE_BYTES, Recipe
+from serving.recipes import MAX_RECIPE_BYTES, Recipe, speed_mismatch
 
 log = logging.getLogger("chatterbox-space")
 
@@ -182,10 +182,9 @@ def loaded_message(values: FormValues, source: str, space_speed: str = "") -> st
         voice = (f"an uploaded clip (SHA-256 `{values.clip_sha256[:12]}…`): upload the same clip to hear the same "
                  "voice")
     loaded = f"✅ Recipe loaded from {source}: {values.model_label}, {voice}, seed **{values.seed}**. "
-    if values.speed != space_speed:
-        made, here = (f"speed modes `{s}`" if s else "no speed modes" for s in (values.speed, space_speed))
-        return loaded + (f"⚠️ It was made with {made} and this Space runs {here}: Generate gives nearly, not "
-                         "exactly, the same audio.")
+    mismatch = speed_mismatch(values.speed, space_speed, quote="`")
+    if mismatch:
+        return loaded + f"⚠️ It was {mismatch}."
     return loaded + "Press Generate to make the same audio again."
 
 

@@ -24,6 +24,15 @@ MAX_RECIPE_BYTES = 200_000
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+def speed_mismatch(made: str, here: str, quote: str = "") -> str | None:
+    """What replaying a recipe made with speed modes `made` gives under this Space's `here` (both as
+    `LoadOptions.changed()` writes them), None when they agree. `quote` wraps the modes (Markdown)."""
+    if made == here:
+        return None
+    recorded, running = (f"speed modes {quote}{s}{quote}" if s else "no speed modes" for s in (made, here))
+    return f"made with {recorded} and this Space runs {running}: the audio is nearly, not exactly, the same"
+
+
 @dataclass(frozen=True)
 class Recipe:
     """One result's inputs. `settings` maps generation parameter names to numbers."""

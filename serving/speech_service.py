@@ -20,7 +20,7 @@ from models.registry import DEFAULT_MODEL, MODELS
 from models.tts import SAMPLE_RATE, ChatterboxTTS, Conditionals, LivePlayback, Synthesis
 
 from .openai_api import SpeechRequest, SpeechStream, TextTooLong, Unavailable, UnknownName
-from .recipes import Recipe
+from .recipes import Recipe, speed_mismatch
 
 # OpenAI's model names, so that clients with those names built in reach the default model.
 OPENAI_MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
@@ -142,11 +142,9 @@ class SpeechService:
                              "here always have: load it in the page instead")
         speech = self.check(recipe.text, recipe.model, voice, recipe.settings, recipe.seed,
                             recipe.language, watermark=recipe.watermark, normalize=recipe.normalize)
-        here = self._speed()
-        if recipe.speed != here:
-            made, runs = (f"speed modes {s}" if s else "no speed modes" for s in (recipe.speed, here))
-            speech = replace(speech, notes=(*speech.notes, f"the recipe was made with {made} and this Space "
-                                            f"runs {runs}: the audio is nearly, not exactly, the same"))
+        mismatch = speed_mismatch(recipe.speed, self._speed())
+        if mismatch:
+            speech = replace(speech, notes=(*speech.notes, f"the recipe was {mismatch}"))
         return speech
 
     def _speed(self) -> str:
