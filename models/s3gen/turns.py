@@ -25,7 +25,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Iterator
 
 _local = threading.local()
@@ -95,25 +95,20 @@ def sharing(turns: FlowTurns | None, urgent: bool) -> Iterator[None]:
         _local.share = previous
 
 
-@contextmanager
-def flow_run() -> Iterator[None]:
+def flow_run() -> AbstractContextManager[None]:
     """The flow sampler's whole loop, in which this thread's steps (`flow_step`) come."""
-    share = getattr(_local, "share", None)
-    if share is None:
-        yield
-        return
-    turns, urgent = share
-    with turns.run(urgent):
-        yield
+    return _in_turns("run")
 
 
-@contextmanager
-def flow_step() -> Iterator[None]:
+def flow_step() -> AbstractContextManager[None]:
     """One estimator step of the flow sampler, in its turn when this thread shares the cores."""
+    return _in_turns("step")
+
+
+def _in_turns(part: str) -> AbstractContextManager[None]:
+    """`FlowTurns.run` or `.step` of the turns this thread shares, with its urgency; else nothing."""
     share = getattr(_local, "share", None)
     if share is None:
-        yield
-        return
+        return nullcontext()
     turns, urgent = share
-    with turns.step(urgent):
-        yield
+    return getattr(turns, part)(urgent)
