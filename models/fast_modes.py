@@ -227,6 +227,7 @@ class Int8Linear(nn.Module):
         qweight = torch.quantize_per_channel(weight, scale.double(), zero, 0, torch.qint8)
         self.packed = torch.ops.quantized.linear_prepack(qweight, None)
         self.out_features, self.in_features = weight.shape
+        self.sizes = [self.out_features]  # the outputs of the layers fused into this one (`fuse`)
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
 
     @classmethod
@@ -235,10 +236,12 @@ class Int8Linear(nn.Module):
         biases = [layer.bias for layer in layers]
         bias = None if all(b is None for b in biases) else torch.cat(
             [b if b is not None else torch.zeros(layer.out_features) for b, layer in zip(biases, layers)])
-        return cls(torch.cat([layer.weight for layer in layers]), bias)
+        fused = cls(torch.cat([layer.weight for layer in layers]), bias)
+        fused.sizes = [layer.out_features for layer in layers]
+        return fused
 
     def split(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The outputs of the layers this one fused (`sizes`, set by `_fuse_into`), from one call."""
+        """The outputs of the layers this one fused (`sizes`), from one call."""
         return self(x).split(self.sizes, dim=-1)
 
     @property
@@ -279,7 +282,6 @@ class _OutputSlice(nn.Module):
 def _fuse_into(owner: nn.Module, fused_name: str, names: Sequence[str]) -> None:
     layers = [getattr(owner, name) for name in names]
     fused = Int8Linear.fuse(layers)
-    fused.sizes = [layer.out_features for layer in layers]
     setattr(owner, fused_name, fused)
     start = 0
     for name, layer in zip(names, layers):
